@@ -1,0 +1,48 @@
+import math
+
+import pytest
+import torch
+
+from course_utils.evaluation import Accuracy, episode_accuracy, evaluate, mean_ci95
+from conftest import toy_classes
+
+
+def test_mean_ci95_matches_hand_computation():
+    v = [0.5, 0.75, 1.0, 0.25]
+    m = sum(v) / 4
+    s = math.sqrt(sum((x - m) ** 2 for x in v) / 3)
+    acc = mean_ci95(v)
+    assert acc.mean == pytest.approx(m) and acc.ci95 == pytest.approx(1.959964 * s / 2, rel=1e-5)
+    assert acc.n == 4 and str(acc) == f"{100 * m:.1f}% ± {100 * acc.ci95:.1f}% (4 episodes)"
+
+
+def test_mean_ci95_bad_input():
+    with pytest.raises(ValueError, match="at least one"):
+        mean_ci95([])
+    with pytest.raises(ValueError, match="NaN"):
+        mean_ci95([0.5, float("nan")])
+    assert math.isnan(mean_ci95([1.0]).ci95)
+
+
+def test_episode_accuracy_labels_and_scores():
+    y = torch.tensor([0, 1, 2, 2])
+    assert episode_accuracy(torch.tensor([0, 1, 0, 2]), y) == 0.75
+    scores = torch.eye(3)[[0, 1, 2, 0]]
+    assert episode_accuracy(scores, y) == 0.75
+    with pytest.raises(ValueError, match="one label per query"):
+        episode_accuracy(torch.tensor([0, 1]), y)
+
+
+def test_evaluate_oracle_and_chance():
+    cs = toy_classes(10, 20)
+
+    def oracle(ep):  # reads the class id written into each toy image
+        s = (ep.support_x[:, 0, 0, 0] * 255).round()
+        q = (ep.query_x[:, 0, 0, 0] * 255).round()
+        return ep.support_y[(q[:, None] == s[None]).float().argmax(1)]
+
+    acc = evaluate(oracle, cs, 5, 1, 3, n_episodes=20)
+    assert acc.mean == 1.0 and acc.ci95 == 0.0 and acc.n == 20
+    rand = evaluate(lambda ep: torch.randint(0, 5, ep.query_y.shape), cs, 5, 1, 3, n_episodes=200)
+    assert abs(rand.mean - 0.2) < 3 * rand.ci95 + 0.02
+    assert isinstance(rand, Accuracy)

@@ -1,0 +1,102 @@
+"""Devices, seeds, budgets, cache keys, the training loop and the load-or-train cache."""
+import pytest
+import torch
+
+from course_utils import budget, cache, devices, training
+from conftest import cuda
+
+
+def test_pick_device_default_and_override(monkeypatch):
+    monkeypatch.delenv("COURSE_DEVICE", raising=False)
+    expected = "cuda" if torch.cuda.is_available() else (
+        "mps" if torch.backends.mps.is_available() else "cpu")
+    assert devices.pick_device().type == expected
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    assert devices.pick_device() == torch.device("cpu")
+    assert "cpu" in devices.describe_device(torch.device("cpu"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where CUDA is absent")
+def test_asking_for_missing_cuda_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("COURSE_DEVICE", "cuda")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        devices.pick_device()
+
+
+@cuda
+@pytest.mark.cuda
+def test_cuda_device_is_picked_and_usable(monkeypatch):
+    monkeypatch.delenv("COURSE_DEVICE", raising=False)
+    d = devices.pick_device()
+    assert d.type == "cuda" and (torch.ones(2, device=d) * 2).sum().item() == 4
+
+
+def test_seed_everything_repeats():
+    g1 = devices.seed_everything(5)
+    a = torch.rand(3), torch.rand(3, generator=g1)
+    g2 = devices.seed_everything(5)
+    b = torch.rand(3), torch.rand(3, generator=g2)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(ValueError):
+        devices.seed_everything("5")
+
+
+def test_budget_pick(monkeypatch):
+    assert budget.current() == "quick" and budget.pick(1, 2, 3) == 1
+    monkeypatch.setenv("COURSE_BUDGET", "full")
+    assert budget.pick(1, 2, 3) == 2 and budget.pick(1) == 1
+    monkeypatch.setenv("COURSE_BUDGET", "smoke")
+    assert budget.pick(1, 2, 3) == 3
+    monkeypatch.setenv("COURSE_BUDGET", "huge")
+    with pytest.raises(ValueError, match="smoke, quick, full"):
+        budget.current()
+
+
+def test_config_key_is_order_free_and_sensitive():
+    assert cache.config_key({"a": 1, "b": 2}) == cache.config_key({"b": 2, "a": 1})
+    assert cache.config_key({"a": 1}) != cache.config_key({"a": 2})
+
+
+def test_cache_dir_honours_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "c"))
+    assert cache.cache_dir("x") == tmp_path / "c" / "x" and (tmp_path / "c" / "x").is_dir()
+
+
+def test_train_loop_logs_and_validates():
+    w = torch.tensor(5.0, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=0.1)
+
+    def step(i):
+        opt.zero_grad()
+        loss = w ** 2
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item()}
+
+    hist = training.train_loop(step, 30, validate=lambda: {"w": w.item()}, every=10)
+    assert len(hist.values["loss"]) == 30 and hist.steps["w"] == [9, 19, 29]
+    assert hist.last("loss") < hist.values["loss"][0]
+    assert training.History.from_dict(hist.as_dict()).values == hist.values
+    with pytest.raises(ValueError):
+        training.train_loop(step, 0)
+
+
+def test_load_or_train_caches_by_config(monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    calls = []
+
+    def train():
+        calls.append(1)
+        return {"w": torch.tensor([len(calls)])}
+
+    a = training.load_or_train("demo", {"steps": 3}, train)
+    b = training.load_or_train("demo", {"steps": 3}, train)
+    c = training.load_or_train("demo", {"steps": 4}, train)
+    assert len(calls) == 2 and torch.equal(a["w"], b["w"]) and not torch.equal(a["w"], c["w"])
+    for f in (tmp_path / "runs").glob("demo-*.pt"):
+        f.write_bytes(b"garbage")
+    training.load_or_train("demo", {"steps": 3}, train)
+    assert len(calls) == 3
+    monkeypatch.setenv("COURSE_RETRAIN", "1")
+    training.load_or_train("demo", {"steps": 3}, train)
+    assert len(calls) == 4
