@@ -3,8 +3,10 @@
 ``few_shot_data()`` returns class-disjoint meta-train / meta-val / meta-test splits with
 rotations by 90 degrees as extra classes (Vinyals et al., 2016; Santoro et al., 2016):
 
-- ``omniglot``: the Vinyals split (1,200 characters for meta-training of which ``n_val``
-  are held out for validation, the other 423 for meta-test), each rotated 4 ways.
+- ``omniglot``: the Vinyals split (:func:`omniglot.vinyals_split`: 1,200 characters for
+  meta-training of which ``n_val`` are held out for validation, the other 423 for meta-test),
+  each rotated 4 ways. Lake's within-alphabet runs use evaluation characters that may fall in
+  this meta-train part: score models trained here on ``data.test``, not on Lake's runs.
 - ``glyphs``: background alphabets for meta-training (a slice held out for validation),
   evaluation alphabets for meta-test, rotated the same way.
 
@@ -56,11 +58,7 @@ def few_shot_data(source: str = "auto", size: int = 28, seed: int = 0, n_val: in
     if source == "omniglot" and not omniglot.available():
         raise FileNotFoundError(omniglot.why_unavailable())
     if use_omniglot:
-        background = omniglot.load_omniglot("background", size)
-        evaluation = omniglot.load_omniglot("evaluation", size)
-        pool = ClassSet(list(background.x) + list(evaluation.x), background.names + evaluation.names,
-                        background.alphabets + evaluation.alphabets, "Omniglot")
-        train, val, test = split_classes(pool, [1200 - n_val, n_val, len(pool) - 1200], seed=seed)
+        train, val, test = omniglot.vinyals_split(size, seed=seed, rotations=False, n_val=n_val)
         name, note = "omniglot", f"Using real Omniglot from {omniglot.omniglot_dir()} (Vinyals split)."
     else:
         bg = glyphs.load_glyphs("background", size)
