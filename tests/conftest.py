@@ -1,21 +1,37 @@
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
 
 from course_utils.episodes import ClassSet
 
-# Tests never show progress bars and never write into the user's real cache.
-os.environ.setdefault("COURSE_QUIET", "1")
+_CACHE = None
+
+
+def pytest_configure(config):
+    """One fresh cache for the whole run (tests and the notebooks they start): nothing a test
+    measures comes from an earlier run, and the user's own cache is never touched."""
+    global _CACHE
+    if os.environ.get("COURSE_TEST_CACHE"):
+        os.environ["COURSE_CACHE"] = os.environ["COURSE_TEST_CACHE"]  # reuse, for quick local runs
+    else:
+        _CACHE = tempfile.mkdtemp(prefix="course-test-cache-")
+        os.environ["COURSE_CACHE"] = _CACHE
+    os.environ["COURSE_QUIET"] = "1"
+
+
+def pytest_unconfigure(config):
+    if _CACHE:
+        shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path_factory):
+def _isolated(monkeypatch):
     monkeypatch.setenv("COURSE_QUIET", "1")
-    monkeypatch.delenv("COURSE_STRICT", raising=False)
-    monkeypatch.delenv("COURSE_BUDGET", raising=False)
-    if "COURSE_CACHE" not in os.environ:
-        monkeypatch.setenv("COURSE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    for name in ("COURSE_STRICT", "COURSE_BUDGET", "COURSE_RETRAIN", "COURSE_DEVICE"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def toy_classes(n_classes: int = 12, n_examples: int = 20, n_alphabets: int = 3, side: int = 8,
