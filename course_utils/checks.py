@@ -99,14 +99,13 @@ def _finish(r: Result, student: Callable, reference: Callable) -> Callable:
     if r.status == "right":
         print(f"{head}. Your implementation is used from here on.")
         return student
-    if r.status == "not attempted":
-        text = (f"{head} yet. The chapter continues with the reference implementation; "
-                "come back to it whenever you like.")
-    else:
-        text = f"{head}.\n   {r.message}\n   The chapter continues with the reference implementation."
+    text = f"{head} yet." if r.status == "not attempted" else f"{head}.\n   {r.message}"
     if strict():
-        raise ExerciseError(text)
-    print(text)
+        raise ExerciseError(text + "\n   (strict mode, COURSE_STRICT=1: every exercise must be right.)")
+    carry_on = ("The chapter continues with the reference implementation; come back to it whenever "
+                "you like." if r.status == "not attempted" else
+                "The chapter continues with the reference implementation.")
+    print(f"{text}\n   {carry_on}" if r.status == "wrong" else f"{text} {carry_on}")
     return reference
 
 

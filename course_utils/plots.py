@@ -16,7 +16,14 @@ from .episodes import ClassSet, Episode
 from .evaluation import Accuracy
 from .training import History
 
-__all__ = ["COLORS", "show_episode", "show_classes", "plot_accuracy_vs_shots", "plot_curves"]
+__all__ = ["use_course_style", "COLORS", "show_episode", "show_classes", "plot_accuracy_vs_shots", "plot_curves"]
+
+def use_course_style(dpi: int = 80) -> None:
+    """Modest-resolution PNG figures (notebooks stay small) with light grids."""
+    plt.rcParams.update({"figure.dpi": dpi, "savefig.dpi": dpi, "axes.titlesize": 11})
+
+
+use_course_style()
 
 COLORS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 INK = "Greys"  # ink-high images: dark strokes on white

@@ -1,0 +1,84 @@
+import pytest
+import torch
+
+from course_utils.episodes import sample_episode
+from course_utils.nets import conv4
+from course_utils.protonet import (ProtoNet, check_class_major, linear_classifier, protonet_logits,
+                                   protonet_loss, prototypes, squared_distances)
+
+from conftest import toy_classes
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread is several times faster on a shared 2-core CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_prototypes_are_class_means_of_class_major_support():
+    z = torch.tensor([[0., 0.], [2., 4.], [10., 10.], [12., 10.], [-1., -1.], [-3., -5.]])
+    c = prototypes(z, n_way=3, k_shot=2)
+    assert torch.equal(c, torch.tensor([[1., 2.], [11., 10.], [-2., -3.]]))
+    assert torch.equal(prototypes(z, 6, 1), z)  # one shot: the prototype is the example itself
+
+
+def test_squared_distances_by_hand_and_zero_on_prototype():
+    zq = torch.tensor([[0., 0.], [3., 4.]])
+    c = torch.tensor([[0., 0.], [1., 1.], [3., 4.]])
+    d = squared_distances(zq, c)
+    assert torch.equal(d, torch.tensor([[0., 2., 25.], [25., 13., 0.]]))
+    assert torch.equal(protonet_logits(zq, c), -d)
+
+
+def test_linear_classifier_identity():
+    g = torch.Generator().manual_seed(0)
+    c = torch.randn(5, 16, generator=g, dtype=torch.float64)
+    z = torch.randn(30, 16, generator=g, dtype=torch.float64)
+    W, b = linear_classifier(c)
+    assert W.shape == (5, 16) and b.shape == (5,)
+    lin = z @ W.T + b
+    logits = protonet_logits(z, c)
+    # the two differ by ||z||^2, the same for every class ...
+    assert torch.allclose(lin - logits, (z ** 2).sum(1, keepdim=True).expand(-1, 5))
+    # ... so argmax and softmax agree
+    assert torch.equal(lin.argmax(1), logits.argmax(1))
+    assert torch.allclose(lin.softmax(1), logits.softmax(1))
+
+
+def test_protonet_forward_loss_and_gradients():
+    torch.manual_seed(0)
+    ep = sample_episode(toy_classes(side=28), 4, 3, 2, torch.Generator().manual_seed(1))
+    model = ProtoNet(conv4(hidden=8))
+    loss, logits = protonet_loss(model, ep)
+    assert logits.shape == (8, 4) and loss.dim() == 0 and torch.isfinite(loss)
+    assert (logits <= 0).all()
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_query_on_prototype_is_classified_right():
+    c = torch.randn(5, 8)
+    assert torch.equal(protonet_logits(c, c).argmax(1), torch.arange(5))
+
+
+def test_bad_inputs_give_clear_errors():
+    with pytest.raises(ValueError, match="n_way \\* k_shot"):
+        prototypes(torch.zeros(5, 3), 2, 2)
+    with pytest.raises(ValueError, match="2-D"):
+        prototypes(torch.zeros(4, 3, 1), 2, 2)
+    with pytest.raises(ValueError, match="same network"):
+        squared_distances(torch.zeros(2, 3), torch.zeros(2, 4))
+    ep = sample_episode(toy_classes(side=28), 3, 2, 1, torch.Generator().manual_seed(0))
+    ep.support_y = ep.support_y.flip(0)
+    with pytest.raises(ValueError, match="class-major"):
+        check_class_major(ep)
+
+
+def test_meta_batch_is_refused():
+    from course_utils.episodes import sample_meta_batch
+    mb = sample_meta_batch(toy_classes(side=28), 2, 3, 1, 1)
+    with pytest.raises(ValueError, match="task\\(b\\)"):
+        ProtoNet(conv4(hidden=4))(mb)
