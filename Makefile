@@ -31,7 +31,7 @@ lab: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-check: $(STAMP)
+check: | $(STAMP)
 	COURSE_STRICT=1 $(BIN)/python -m pytest -p no:cacheprovider --nbval-lax -o addopts="" $(NB)
 
 chapters: $(STAMP)

@@ -53,6 +53,7 @@ class Result:
 
 
 _RESULTS: dict[str, Result] = {}
+_HANDED_OUT: dict[str, Callable] = {}  # exercise -> the reference a failed check returned
 _MARK = {"right": "✅", "wrong": "❌", "not attempted": "⭕"}
 
 
@@ -78,6 +79,8 @@ def _is_stub(exc: BaseException) -> bool:
 def run_check(number: str, title: str, student: Callable, reference: Callable,
               probe: Callable[[Callable], None]) -> Callable:
     """Run ``probe(student)``; report right / not attempted / wrong; return the function to use."""
+    if _HANDED_OUT.get(number) is student:  # the check cell ran again after handing out the reference
+        return _rerun(number, title, reference)
     try:
         probe(student)
     except Mistake as m:
@@ -97,6 +100,7 @@ def _finish(r: Result, student: Callable, reference: Callable) -> Callable:
     _RESULTS[r.number] = r
     head = f"{_MARK[r.status]} Exercise {r.number} ({r.title}): {r.status}"
     if r.status == "right":
+        _HANDED_OUT.pop(r.number, None)
         print(f"{head}. Your implementation is used from here on.")
         return student
     text = f"{head} yet." if r.status == "not attempted" else f"{head}.\n   {r.message}"
@@ -106,6 +110,20 @@ def _finish(r: Result, student: Callable, reference: Callable) -> Callable:
                 "you like." if r.status == "not attempted" else
                 "The chapter continues with the reference implementation.")
     print(f"{text}\n   {carry_on}" if r.status == "wrong" else f"{text} {carry_on}")
+    _HANDED_OUT[r.number] = reference
+    return reference
+
+
+def _rerun(number: str, title: str, reference: Callable) -> Callable:
+    """The name already holds the reference implementation: keep the earlier verdict."""
+    earlier = _RESULTS.get(number, Result(number, title, "not attempted"))
+    _RESULTS[number] = earlier
+    text = (f"{_MARK[earlier.status]} Exercise {number} ({title}): this name now holds the reference "
+            "implementation, which the check handed out earlier. Run your exercise cell again (it "
+            "redefines your function), then this check cell.")
+    if strict():
+        raise ExerciseError(text)
+    print(text)
     return reference
 
 
@@ -117,6 +135,7 @@ def results() -> Mapping[str, Result]:
 def reset() -> None:
     """Forget all results (a fresh chapter)."""
     _RESULTS.clear()
+    _HANDED_OUT.clear()
 
 
 def report(expected: list[str] | None = None) -> str:
@@ -204,5 +223,5 @@ def diagnose(actual: Tensor | float, expected: Tensor | float, what: str,
     for explanation, wrong in (mistakes or {}).items():
         w = torch.as_tensor(wrong).detach()
         if a.shape == w.shape and _close(a, w, atol, rtol):
-            raise Mistake(f"{what} is wrong: {explanation}", hint)
+            raise Mistake(f"{what}: wrong. It looks like {explanation}", hint)
     expect_close(a, e, what, atol, rtol, hint)

@@ -51,8 +51,8 @@ def show_episode(ep: Episode, max_query: int = 3, title: str | None = None) -> F
             for s in ax.spines.values():
                 s.set_edgecolor(colour)
                 s.set_linewidth(2.5)
-        label = ep.classes[c] if ep.classes else str(c)
-        axes[c, 0].set_ylabel(f"y={c}\n{label}", rotation=0, ha="right", va="center", fontsize=7)
+        label = f"y={c}\n{ep.classes[c]}" if ep.classes else f"y={c}"
+        axes[c, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
     axes[0, 0].set_title("support", fontsize=9, color=COLORS[0], loc="left")
     axes[0, k].set_title("query", fontsize=9, color=COLORS[1], loc="left")
     fig.suptitle(title or f"A {n}-way {k}-shot episode ({ep.q_query} queries per class)", fontsize=11)

@@ -105,6 +105,7 @@ def nn_good(sx, sy, qx):
     (lambda sx, sy, qx: torch.cdist(qx.flatten(1), sx.flatten(1)), "shape"),
     (lambda sx, sy, qx: sy[torch.cdist(qx.flatten(1), sx.flatten(1)).argmin(1)].float(), "integers"),
     (lambda sx, sy, qx: sy[(qx.flatten(1) @ sx).argmin(1)], "raised RuntimeError"),
+    (lambda sx, sy, qx: sy[torch.cdist(qx.flatten(1), sx.flatten(1)).argmin(0)], "dim=0"),
 ])
 def test_nearest_neighbour_mistakes(fn, phrase):
     ch00.nearest_neighbour(fn)
@@ -124,7 +125,8 @@ def ci_good(a):
 
 
 @pytest.mark.parametrize("fn,phrase", [
-    (lambda a: (a.mean().item(), 1.96 * a.std().item()), "sqrt(n)"),
+    (lambda a: (a.mean().item(), 1.96 * a.std().item()), "forgot to divide by sqrt(n)"),
+    (lambda a: (a.mean().item(), 1.96 * a.std().item() / len(a)), "by n instead of sqrt(n)"),
     (lambda a: (a.mean().item(), 1.96 * a.std(unbiased=False).item() / math.sqrt(len(a))), "population"),
     (lambda a: (a.mean().item(), 1.645 * a.std().item() / math.sqrt(len(a))), "1.645"),
     (lambda a: (a.mean().item(), 1.96 * a.var().item() / math.sqrt(len(a))), "variance"),

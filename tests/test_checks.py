@@ -89,3 +89,17 @@ def test_expect_helpers():
     with pytest.raises(checks.Mistake, match="is 3, expected 2"):
         checks.expect_close(3.0, 2.0, "the value")
     checks.expect_close(torch.tensor([1.0]), torch.tensor([1.0 + 1e-7]), "x")
+
+
+def test_rerunning_a_check_on_the_handed_out_reference_is_not_a_false_right(capsys):
+    def stub(x):
+        raise NotImplementedError("Exercise 9.1")
+    fn = checks.run_check("9.1", "double", stub, ref_double, probe_double)
+    assert fn is ref_double
+    again = checks.run_check("9.1", "double", fn, ref_double, probe_double)  # the check cell, run twice
+    assert again is ref_double and checks.results()["9.1"].status == "not attempted"
+    assert "Run your exercise cell again" in capsys.readouterr().out
+    def mine(x):
+        return 2 * x
+    assert checks.run_check("9.1", "double", mine, ref_double, probe_double) is mine
+    assert checks.results()["9.1"].status == "right"

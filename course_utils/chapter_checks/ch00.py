@@ -54,7 +54,7 @@ def _probe_sample_episode(fn: Callable) -> None:
     expect_shape(sy, (n * k,), "support_y")
     expect_shape(qy, (n * q,), "query_y")
     expect(sx.is_floating_point() and float(sx.max()) <= 1.0,
-           f"support_x should be float in [0, 1] (uint8 / 255.); got dtype {sx.dtype}, max {float(sx.max()):g}.",
+           f"support_x should be float in [0, 1]; got dtype {sx.dtype} with values up to {float(sx.max()):g}.",
            "Use episodes' convention: images.float() / 255.")
     s_cls, s_ex = _ids(sx)
     q_cls, q_ex = _ids(qx)
@@ -76,9 +76,11 @@ def _probe_sample_episode(fn: Callable) -> None:
         expect(set(q_cls[qy == y].tolist()) == {chosen[y]},
                f"query images with label {y} are not from the class of the support images with label {y}.")
         overlap = set(s_ex[sy == y].tolist()) & set(q_ex[qy == y].tolist())
-        expect(not overlap, f"example(s) {sorted(overlap)} of one class are in both the support and the "
-               "query set: a query the learner has already seen makes the task trivial.",
-               "Draw K+Q distinct examples per class with one randperm, then split them.")
+        expect(not overlap, f"with K={k}, Q={q}, {len(overlap)} example(s) of the class labelled {y} are in "
+               "both the support and the query set: a query the learner has already seen makes the "
+               "task trivial.",
+               "Draw K+Q distinct examples per class with one randperm, then split them without "
+               "overlap: idx[:K] for the support set, idx[K:K+Q] for the query set.")
         expect(len(set(s_ex[sy == y].tolist())) == k, "a support example is repeated within a class.")
     again = fn(cs, n, k, q, torch.Generator().manual_seed(0))
     expect(torch.equal(again[0], sx) and torch.equal(again[2], qx),
@@ -100,10 +102,13 @@ def _probe_nearest_neighbour(fn: Callable) -> None:
     g = torch.Generator().manual_seed(1)
     sx = torch.rand(6, 1, 5, 5, generator=g)
     sy = torch.tensor([2, 0, 1, 2, 0, 1])  # not class-major: an index is not a label
-    qx = (sx[[3, 1, 4, 0, 5, 2]] + 0.05 * torch.rand(6, 1, 5, 5, generator=g)).clamp(0, 1)
+    pick = torch.tensor([3, 1, 4, 0, 5, 2, 1, 3])  # 8 queries, 6 support images
+    qx = (sx[pick] + 0.05 * torch.rand(8, 1, 5, 5, generator=g)).clamp(0, 1)
     out = fn(sx, sy, qx)
     expect_type(out, Tensor, "the predicted labels")
-    expect_shape(out, (6,), "the predicted labels", "One label per query image.")
+    expect_shape(out, (8,), "the predicted labels",
+                 "One label per query image: 8 queries here, 6 support images. A (6,) result means the "
+                 "argmin ran over the queries (dim=0) instead of over the support images (dim=1).")
     d = torch.cdist(qx.flatten(1), sx.flatten(1))
     expect(not out.is_floating_point(), f"labels should be integers, got dtype {out.dtype}.")
     diagnose(out, baselines.pixel_nn(sx, sy, qx), "the predicted labels", {
@@ -137,6 +142,7 @@ def _probe_mean_ci95(fn: Callable) -> None:
     diagnose(half, 1.96 * s / math.sqrt(n), "the half-width", {
         "you forgot to divide by sqrt(n): 1.96 * std is the spread of single episodes, "
         "not the uncertainty of their mean.": 1.96 * s,
+        "you divided by n instead of sqrt(n).": 1.96 * s / n,
         "you used the population std (unbiased=False); the sample std divides by n - 1.":
             1.96 * s_pop / math.sqrt(n),
         "you used 1.645, the 90% quantile; a 95% interval uses 1.96.": 1.645 * s / math.sqrt(n),
