@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/baselines.py [--episodes 600]
 
-Prints (and writes benchmarks/results/baselines.md): the glyph set's alphabets, classes and build
+Prints (and writes benchmarks/out/baselines.md): the glyph set's alphabets, classes and build
 time; 5-way 1-shot, 5-way 5-shot and 20-way 1-shot pixel 1-NN accuracy (mean ± 95% interval) on the
 glyph set's evaluation alphabets and, when OMNIGLOT_DIR is set, on Omniglot's evaluation alphabets
 and Lake's 20 within-alphabet runs.
@@ -21,10 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from course_utils import glyphs, omniglot  # noqa: E402
-from course_utils.baselines import pixel_nn, pixel_nn_classify  # noqa: E402
+from course_utils.baselines import pixel_nn_classify  # noqa: E402
 from course_utils.evaluation import evaluate, mean_ci95  # noqa: E402
 
-OUT = Path(__file__).resolve().parent / "results"
+OUT = Path(__file__).resolve().parent / "out"
 SETTINGS = [(5, 1), (5, 5), (20, 1)]
 
 
@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> str:
         lines.append(f"| {name} | " + " | ".join(f"{100 * a.mean:.1f} ± {100 * a.ci95:.1f}%" for a in accs) + " |")
     if omniglot.available():
         runs = omniglot.lake_runs(size=28)
-        acc = mean_ci95([(pixel_nn(r.support_x, r.support_y, r.query_x) == r.query_y).float().mean().item()
-                         for r in runs])
+        acc = mean_ci95([(pixel_nn_classify(ep) == ep.query_y).float().mean().item()
+                         for ep in (r.episode() for r in runs)])
         lines += ["", f"Lake's 20 within-alphabet 20-way 1-shot runs, pixel 1-NN: "
                       f"{100 * acc.mean:.1f} ± {100 * acc.ci95:.1f}% (over the 20 runs)."]
     else:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from .episodes import ClassSet, Episode
 from .nets import conv4, embedding_dim
-from .progress import progress
+from .episodic import embed_class_set
 from .training import History, train_loop
 
 __all__ = ["pixel_nn", "pixel_nn_classify", "pretrain_embedding", "embed_classes", "fit_linear_head",
@@ -66,19 +66,13 @@ def pretrain_embedding(train: ClassSet, steps: int, batch_size: int = 128, lr: f
     return body, hist
 
 
-@torch.no_grad()
 def embed_classes(net: nn.Module, classes: ClassSet, batch_size: int = 512,
                   device: torch.device | str = "cpu") -> ClassSet:
-    """The same classes with every example replaced by its embedding ``f(x)`` (C, M, D)."""
-    net.eval()
-    feats = []
-    for c in progress(range(len(classes)), desc="embedding"):
-        x = classes.examples(c)
-        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        feats.append(torch.cat([net(x[i:i + batch_size].to(device)).cpu()
-                                for i in range(0, len(x), batch_size)]))
-    x = torch.stack(feats) if len({f.shape[0] for f in feats}) == 1 else feats
-    return ClassSet(x, list(classes.names), list(classes.alphabets), f"{classes.title} (embedded)")
+    """The same classes with every example replaced by its embedding ``f(x)`` (C, M, D).
+
+    (The course's one implementation lives in :func:`episodic.embed_class_set`.)
+    """
+    return embed_class_set(net, classes, device=device, batch_size=batch_size)
 
 
 def fit_linear_head(support_f: Tensor, support_y: Tensor, n_way: int, steps: int = 100, lr: float = 0.5,

@@ -17,8 +17,9 @@ from course_utils import exercises
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted(p.name for p in (ROOT / "solutions").glob("*.ipynb"))
-EXERCISE_NBS = [n for n in SOLUTIONS if n[:2].isdigit()]
-BUDGET_S = 180  # quick budget: each solution notebook top to bottom in 3 minutes on 2 CPU cores
+# The quick budget: each solution notebook top to bottom in 3 minutes on 2 CPU cores. On a machine
+# shared with other jobs, COURSE_NOTEBOOK_BUDGET_S raises the limit (CI leaves it alone).
+BUDGET_S = float(os.environ.get("COURSE_NOTEBOOK_BUDGET_S", 180))
 TIMES = ROOT / ".pytest_cache" / "notebook_times.json"
 
 

@@ -1,0 +1,54 @@
+"""Copy the measured results into README.md (between its results markers); nothing is typed in.
+
+    .venv/bin/python benchmarks/readme_results.py
+
+Sources: the reports the benchmark scripts wrote (benchmarks/out/*.md) and the notebook wall times
+that `make test` recorded (.pytest_cache/notebook_times.json).
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+ORDER = ["baselines", "metric_omniglot", "maml_speed", "maml_omniglot", "meta_lstm_omniglot",
+         "reptile_omniglot", "leo_omniglot"]
+
+
+def _demote(md: str) -> str:
+    """Report headings become level-4 headings inside the README's results section."""
+    return re.sub(r"^(#+) ", lambda m: "#" * min(len(m.group(1)) + 3, 6) + " ", md, flags=re.M)
+
+
+def section() -> str:
+    parts = []
+    times = ROOT / ".pytest_cache" / "notebook_times.json"
+    if times.exists():
+        t = json.loads(times.read_text())
+        parts += ["#### Notebook wall times (recorded by `make test`)", "",
+                  "| notebook | seconds |", "|---|---|"]
+        parts += [f"| {name} | {sec:.0f} |" for name, sec in sorted(t.items())]
+        parts.append("")
+    out = ROOT / "benchmarks" / "out"
+    for name in ORDER + sorted(p.stem for p in out.glob("*.md") if p.stem not in ORDER):
+        f = out / f"{name}.md"
+        if f.exists():
+            parts += [_demote(f.read_text().strip()), ""]
+    return "\n".join(parts) if parts else "No benchmark has been run yet (`make bench`)."
+
+
+def main() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"README.md needs the markers {START} and {END}.")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{section()}\n{END}{tail}")
+    print("README results updated.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,367 @@
+"""Reptile: first-order meta-learning by moving the initialisation towards adapted weights.
+
+Nichol, A., Achiam, J. & Schulman, J. (2018). On First-Order Meta-Learning Algorithms.
+arXiv:1803.02999.
+
+With meta-parameters phi, a task tau and its inner loop U_tau^k (k steps of SGD or Adam on
+minibatches of tau's data, starting from phi), the adapted weights are W~ = U_tau^k(phi) and
+
+    serial:   phi <- phi + eps * (W~ - phi)                               (one task per update)
+    batched:  phi <- phi + eps * 1/n * sum_i (W~_i - phi)                 (n tasks per update)
+
+No second derivatives and no support/query split in meta-training: each task's data only
+feeds its inner loop. ``phi - W~`` can be read as a gradient ("pseudo-gradient"): with k = 1
+and plain SGD, phi - W~ = alpha * grad L_tau(phi), so Reptile is joint training on the sum of
+the task losses; with k > 1 the Taylor expansion of section 5 adds a term that increases the
+inner product between gradients of different minibatches of the same task.
+
+Parameters are dicts ``{name: tensor}``, run with ``torch.func.functional_call`` through
+:func:`course_utils.maml.forward`, so phi (the ``nn.Module``'s own weights) is never touched by
+an inner loop. Tasks of a meta-batch are adapted with ``vmap`` (small MLPs) or in a loop (conv
+nets on the CPU), as :func:`course_utils.maml.choose_strategy` decides. BatchNorm: batch
+statistics only (transductive, as in the paper's Omniglot runs); layers that keep running
+statistics are rejected.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import grad_and_value, vmap
+
+from .maml import (LossFn, Params, check_model, choose_strategy, forward, meta_parameters,
+                   resolve_loss)
+
+__all__ = ["OPTIMIZERS", "minibatch_schedule", "inner_loop", "pseudo_gradient", "reptile_update",
+           "reptile_direction", "fomaml_direction", "task_directions", "linear_epsilon", "Reptile"]
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+# ----------------------------------------------------------------------------- the inner loop
+
+def minibatch_schedule(n_points: int, steps: int, batch_size: int | None = None,
+                       generator: torch.Generator | None = None) -> Tensor:
+    """Indices ``(steps, b)`` of the minibatch each inner step uses, sampled without replacement.
+
+    Walks through random permutations of the ``n_points`` examples (a new one when the last is
+    used up), like the paper's code. ``batch_size=None`` (or >= n_points): every step sees all
+    points, in order.
+    """
+    _check_int("n_points", n_points, 1)
+    _check_int("steps", steps, 0)
+    if batch_size is not None:
+        _check_int("batch_size", batch_size, 1)
+    if batch_size is None or batch_size >= n_points:
+        return torch.arange(n_points).repeat(steps, 1)
+    need = steps * batch_size
+    perms = [torch.randperm(n_points, generator=generator) for _ in range(-(-need // n_points))]
+    return torch.cat(perms)[:need].reshape(steps, batch_size) if perms else \
+        torch.zeros(0, batch_size, dtype=torch.long)
+
+
+def _inner(model: nn.Module, phi: Params, x: Tensor, y: Tensor, idx: Tensor, lr: float,
+           loss_fn: LossFn, optimizer: str, betas: tuple[float, float], adam_eps: float
+           ) -> tuple[Params, Tensor]:
+    """The inner loop proper (vmap-safe): returns W~ and the minibatch loss at each step."""
+    w = dict(phi)
+    m = {k: torch.zeros_like(v) for k, v in w.items()} if optimizer == "adam" else None
+    v2 = {k: torch.zeros_like(v) for k, v in w.items()} if optimizer == "adam" else None
+    losses = []
+    for t in range(idx.shape[0]):
+        xb, yb = x[idx[t]], y[idx[t]]
+        g, loss = grad_and_value(lambda p: loss_fn(forward(model, p, xb), yb))(w)
+        losses.append(loss)
+        if optimizer == "sgd":
+            w = {k: w[k] - lr * g[k] for k in w}
+        else:  # Adam, state reset for every task (the paper uses beta1 = 0)
+            b1, b2 = betas
+            m = {k: b1 * m[k] + (1 - b1) * g[k] for k in w}
+            v2 = {k: b2 * v2[k] + (1 - b2) * g[k] ** 2 for k in w}
+            c1, c2 = 1 - b1 ** (t + 1), 1 - b2 ** (t + 1)
+            w = {k: w[k] - lr * (m[k] / c1) / ((v2[k] / c2).sqrt() + adam_eps) for k in w}
+    out = torch.stack(losses) if losses else x.new_zeros(0)
+    return w, out
+
+
+def inner_loop(model: nn.Module, phi: Params, x: Tensor, y: Tensor, steps: int, lr: float,
+               loss: str | LossFn = "mse", optimizer: str = "sgd", batch_size: int | None = None,
+               generator: torch.Generator | None = None, betas: tuple[float, float] = (0.0, 0.999),
+               adam_eps: float = 1e-8, return_losses: bool = False) -> Params | tuple[Params, Tensor]:
+    """W~ = U^k(phi): ``steps`` steps of SGD or Adam on one task's data ``x (n, ...)``, ``y (n, ...)``.
+
+    Each step uses a minibatch of ``batch_size`` examples (all of them if None), see
+    :func:`minibatch_schedule`. ``phi`` is never modified; the result carries no graph.
+    With ``return_losses`` also returns the minibatch loss before each step, shape ``(steps,)``.
+    """
+    check_model(model)
+    _check_int("steps", steps, 0)
+    _check_lr("lr", lr)
+    _check_optimizer(optimizer, betas)
+    _check_task(phi, x, y)
+    idx = minibatch_schedule(x.shape[0], steps, batch_size, generator).to(x.device)
+    with torch.no_grad():  # torch.func.grad still differentiates inside; nothing else is tracked
+        w, losses = _inner(model, {k: v.detach() for k, v in phi.items()}, x, y, idx, lr,
+                           resolve_loss(loss), optimizer, betas, adam_eps)
+    w = {k: v.detach() for k, v in w.items()}
+    return (w, losses.detach()) if return_losses else w
+
+
+# ----------------------------------------------------------------------------- the outer update
+
+def _stack_adapted(phi: Params, adapted: Params | Sequence[Params]) -> Params:
+    """W~ as tensors with a leading task dimension: ``{name: (n, *shape)}``."""
+    if isinstance(adapted, dict):
+        out = {}
+        for k, p in phi.items():
+            if k not in adapted:
+                raise ValueError(f"adapted weights lack {k!r}; they must have phi's names {list(phi)}.")
+            a = adapted[k]
+            if a.shape == p.shape:
+                out[k] = a.unsqueeze(0)
+            elif a.dim() == p.dim() + 1 and a.shape[1:] == p.shape:
+                out[k] = a
+            else:
+                raise ValueError(f"adapted[{k!r}] has shape {tuple(a.shape)}; expected phi's "
+                                 f"{tuple(p.shape)} (one task) or (n, *{tuple(p.shape)}) (n tasks).")
+        if len({v.shape[0] for v in out.values()}) != 1:
+            raise ValueError("adapted weights hold different numbers of tasks for different names.")
+        return out
+    if not isinstance(adapted, Sequence) or len(adapted) == 0:
+        raise ValueError("adapted must be a dict of weights (one task, or stacked tasks) or a "
+                         "non-empty list of such dicts, one per task.")
+    for i, a in enumerate(adapted):
+        if not isinstance(a, dict) or set(a) != set(phi):
+            raise ValueError(f"adapted[{i}] must be a dict with phi's names {list(phi)}.")
+        for k in phi:
+            if a[k].shape != phi[k].shape:
+                raise ValueError(f"adapted[{i}][{k!r}] has shape {tuple(a[k].shape)}, phi's is "
+                                 f"{tuple(phi[k].shape)}.")
+    return {k: torch.stack([a[k] for a in adapted]) for k in phi}
+
+
+def pseudo_gradient(phi: Params, adapted: Params | Sequence[Params]) -> Params:
+    """g = 1/n sum_i (phi - W~_i): the Reptile update is phi - eps * g.
+
+    ``adapted``: one task's W~ (a dict like phi), stacked tasks ``{name: (n, *shape)}``, or a list
+    of dicts. Hand g to any optimiser as ``.grad`` (the paper's Adam variant).
+    """
+    stacked = _stack_adapted(phi, adapted)
+    return {k: (phi[k].detach() - stacked[k].to(phi[k].dtype)).mean(0) for k in phi}
+
+
+def reptile_update(phi: Params, adapted: Params | Sequence[Params], epsilon: float) -> Params:
+    """phi + eps * 1/n sum_i (W~_i - phi), as a new dict (serial: n = 1). ``phi`` is not modified."""
+    _check_epsilon(epsilon)
+    g = pseudo_gradient(phi, adapted)
+    return {k: phi[k].detach() - epsilon * g[k] for k in phi}
+
+
+def reptile_direction(phi: Params, adapted: Params, lr: float) -> Params:
+    """(phi - W~) / lr: for SGD this is the sum of the k inner gradients, g_1 + ... + g_k."""
+    _check_lr("lr", lr)
+    return {k: v / lr for k, v in pseudo_gradient(phi, adapted).items()}
+
+
+def fomaml_direction(model: nn.Module, phi: Params, x_s: Tensor, y_s: Tensor, x_q: Tensor,
+                     y_q: Tensor, steps: int, lr: float, loss: str | LossFn = "mse",
+                     optimizer: str = "sgd") -> Params:
+    """First-order MAML's direction: grad L_Q at W~ = U^k(phi) adapted on the support set."""
+    w = inner_loop(model, phi, x_s, y_s, steps, lr, loss, optimizer)
+    _check_task(phi, x_q, y_q, "x_q", "y_q")
+    loss_fn = resolve_loss(loss)
+    with torch.no_grad():
+        g, _ = grad_and_value(lambda p: loss_fn(forward(model, p, x_q), y_q))(w)
+    return {k: v.detach() for k, v in g.items()}
+
+
+def task_directions(model: nn.Module, phi: Params, x_s: Tensor, y_s: Tensor, x_q: Tensor, y_q: Tensor,
+                    steps: int, lr: float, loss: str | LossFn = "mse", batch_size: int | None = None,
+                    generator: torch.Generator | None = None, strategy: str = "auto"
+                    ) -> tuple[Params, Params]:
+    """Reptile's and first-order MAML's directions for a meta-batch, from the *same* inner loops.
+
+    Each task i runs ``steps`` SGD steps on its support set (``x_s (B, n, ...)``), giving W~_i;
+    then Reptile's direction is (phi - W~_i) / lr and FOMAML's is grad L_{Q_i}(W~_i). Returns both,
+    each averaged over the tasks ``{name: tensor}``: feed either to an optimiser as ``.grad``.
+    """
+    check_model(model)
+    _check_int("steps", steps, 1)
+    _check_lr("lr", lr)
+    _check_meta_batch(phi, x_s, y_s)
+    _check_meta_batch(phi, x_q, y_q)
+    if x_s.shape[0] != x_q.shape[0]:
+        raise ValueError(f"support and query hold different numbers of tasks: {x_s.shape[0]} vs {x_q.shape[0]}.")
+    loss_fn, phi = resolve_loss(loss), {k: v.detach() for k, v in phi.items()}
+    idx = torch.stack([minibatch_schedule(x_s.shape[1], steps, batch_size, generator)
+                       for _ in range(x_s.shape[0])]).to(x_s.device)
+
+    def one(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, ii: Tensor) -> tuple[Params, Params]:
+        w, _ = _inner(model, phi, xs, ys, ii, lr, loss_fn, "sgd", (0.0, 0.999), 1e-8)
+        g, _ = grad_and_value(lambda p: loss_fn(forward(model, p, xq), yq))(w)
+        return {k: (phi[k] - w[k]) / lr for k in phi}, g
+
+    strategy = choose_strategy(model, x_s.device) if strategy == "auto" else strategy
+    with torch.no_grad():
+        if strategy == "vmap":
+            rep, fo = vmap(one)(x_s, y_s, x_q, y_q, idx)
+        else:
+            outs = [one(x_s[i], y_s[i], x_q[i], y_q[i], idx[i]) for i in range(x_s.shape[0])]
+            rep = {k: torch.stack([o[0][k] for o in outs]) for k in phi}
+            fo = {k: torch.stack([o[1][k] for o in outs]) for k in phi}
+    return {k: v.mean(0) for k, v in rep.items()}, {k: v.mean(0) for k, v in fo.items()}
+
+
+def linear_epsilon(i: int, n: int, start: float, final: float = 0.0) -> float:
+    """The paper's schedule: eps decays linearly from ``start`` (i = 0) to ``final`` (i = n)."""
+    frac = min(max(i / max(n, 1), 0.0), 1.0)
+    return start + (final - start) * frac
+
+
+# ----------------------------------------------------------------------------- the algorithm
+
+class Reptile:
+    """Reptile on one model: batched meta-updates, test-time adaptation and prediction.
+
+    Args:
+        model: the network; its parameters are phi (updated in place by :meth:`meta_step`).
+        inner_lr: alpha, the inner optimiser's learning rate.
+        inner_steps: k, inner steps per task in meta-training.
+        epsilon: the outer step size eps (a float; see :func:`linear_epsilon` for the schedule).
+        optimizer: ``"sgd"`` or ``"adam"`` (inner loop; Adam with betas (0, 0.999) as the paper).
+        inner_batch_size: examples per inner step (None: all of the task's data).
+        test_steps, test_batch_size: the same at test time (default: training's values).
+        loss: ``"mse"``, ``"cross_entropy"`` or ``(pred, y) -> scalar``.
+        strategy: ``"auto"``, ``"vmap"`` or ``"loop"``: how a meta-batch's tasks are adapted.
+        seed: seeds the minibatch order.
+    """
+
+    def __init__(self, model: nn.Module, inner_lr: float, inner_steps: int, epsilon: float = 0.1,
+                 optimizer: str = "sgd", inner_batch_size: int | None = None,
+                 test_steps: int | None = None, test_batch_size: int | None = None,
+                 loss: str | LossFn = "mse", strategy: str = "auto", seed: int = 0):
+        check_model(model)
+        _check_lr("inner_lr", inner_lr)
+        _check_int("inner_steps", inner_steps, 1)
+        _check_epsilon(epsilon)
+        _check_optimizer(optimizer, (0.0, 0.999))
+        for name, v in (("inner_batch_size", inner_batch_size), ("test_batch_size", test_batch_size)):
+            if v is not None:
+                _check_int(name, v, 1)
+        if test_steps is not None:
+            _check_int("test_steps", test_steps, 0)
+        if strategy not in ("auto", "vmap", "loop"):
+            raise ValueError(f"strategy must be 'auto', 'vmap' or 'loop', got {strategy!r}.")
+        self.model, self.inner_lr, self.inner_steps, self.epsilon = model, float(inner_lr), inner_steps, epsilon
+        self.optimizer, self.inner_batch_size = optimizer, inner_batch_size
+        self.test_steps = inner_steps if test_steps is None else test_steps
+        self.test_batch_size = inner_batch_size if test_batch_size is None else test_batch_size
+        self.loss_fn, self.strategy = resolve_loss(loss), strategy
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def phi(self) -> Params:
+        return {k: v.detach() for k, v in meta_parameters(self.model).items()}
+
+    def adapt_batch(self, x: Tensor, y: Tensor) -> tuple[Params, Tensor]:
+        """W~_i for a meta-batch ``x (B, n, ...)``, ``y (B, n, ...)``: stacked ``{name: (B, ...)}``,
+        and each task's inner-step losses ``(B, k)``."""
+        phi = self.phi
+        _check_meta_batch(phi, x, y)
+        b, n = x.shape[0], x.shape[1]
+        idx = torch.stack([minibatch_schedule(n, self.inner_steps, self.inner_batch_size, self.generator)
+                           for _ in range(b)]).to(x.device)
+        args = (self.inner_lr, self.loss_fn, self.optimizer, (0.0, 0.999), 1e-8)
+        strategy = choose_strategy(self.model, x.device) if self.strategy == "auto" else self.strategy
+        with torch.no_grad():
+            if strategy == "vmap":
+                w, losses = vmap(lambda xi, yi, ii: _inner(self.model, phi, xi, yi, ii, *args))(x, y, idx)
+            else:
+                outs = [_inner(self.model, phi, x[i], y[i], idx[i], *args) for i in range(b)]
+                w = {k: torch.stack([o[0][k] for o in outs]) for k in phi}
+                losses = torch.stack([o[1] for o in outs])
+        return w, losses
+
+    def meta_step(self, x: Tensor, y: Tensor, epsilon: float | None = None) -> dict[str, float]:
+        """One batched Reptile update of the model's weights on ``B`` tasks (``B = 1``: serial).
+
+        Returns the mean minibatch loss at the first and at the last inner step.
+        """
+        w, losses = self.adapt_batch(x, y)
+        new = reptile_update(self.phi, w, self.epsilon if epsilon is None else epsilon)
+        with torch.no_grad():
+            for k, p in self.model.named_parameters():
+                p.copy_(new[k])
+        return {"loss": losses[:, 0].mean().item(), "loss_last": losses[:, -1].mean().item()}
+
+    def adapt(self, x: Tensor, y: Tensor, steps: int | None = None) -> Params:
+        """Test-time adaptation of one task from phi (``test_steps`` steps by default)."""
+        steps = self.test_steps if steps is None else steps
+        return inner_loop(self.model, self.phi, x, y, steps, self.inner_lr, self.loss_fn, self.optimizer,
+                          self.test_batch_size, self.generator)
+
+    def predict(self, x: Tensor, params: Params | None = None) -> Tensor:
+        """f(x) with phi (or adapted ``params``), no gradients. With batch-statistics BatchNorm the
+        whole ``x`` is normalised together (transductive)."""
+        with torch.no_grad():
+            return forward(self.model, params or self.phi, x)
+
+    def classify(self, episode) -> Tensor:
+        """Query logits of one :class:`~course_utils.episodes.Episode` (for ``evaluation.evaluate``)."""
+        dev = next(self.model.parameters()).device
+        w = self.adapt(episode.support_x.to(dev), episode.support_y.to(dev))
+        return self.predict(episode.query_x.to(dev), w)
+
+
+# ----------------------------------------------------------------------------- input checks
+
+def _check_int(name: str, v: int, low: int) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {v!r}.")
+
+
+def _check_lr(name: str, lr: float) -> None:
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"{name} (a learning rate) must be a positive number, got {lr!r}.")
+
+
+def _check_epsilon(epsilon: float) -> None:
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 <= epsilon <= 1:
+        raise ValueError(f"epsilon (the outer step size) must be a number in [0, 1], got {epsilon!r}: "
+                         "phi moves the fraction epsilon of the way towards the adapted weights.")
+
+
+def _check_optimizer(optimizer: str, betas: tuple[float, float]) -> None:
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}.")
+    if optimizer == "adam" and not all(0 <= b < 1 for b in betas):
+        raise ValueError(f"Adam's betas must lie in [0, 1), got {betas!r}.")
+
+
+def _check_task(phi: Params, x: Tensor, y: Tensor, xn: str = "x", yn: str = "y") -> None:
+    if not isinstance(phi, dict) or not phi:
+        raise ValueError("phi must be a non-empty dict {name: tensor}, e.g. dict(model.named_parameters()).")
+    for n, t in ((xn, x), (yn, y)):
+        if not isinstance(t, Tensor):
+            raise ValueError(f"{n} must be a tensor, got {type(t).__name__}.")
+    if x.dim() < 1 or y.dim() < 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise ValueError(f"{xn} {tuple(x.shape)} and {yn} {tuple(y.shape)} must hold the same, non-zero "
+                         "number of examples along dim 0 (one task; a meta-batch goes to Reptile.meta_step).")
+    p = next(iter(phi.values()))
+    for n, t in ((xn, x), (yn, y)):
+        if t.device != p.device:
+            raise ValueError(f"{n} is on {t.device} but phi is on {p.device}; move it with .to(device).")
+    if x.is_floating_point() and x.dtype != p.dtype:
+        raise ValueError(f"{xn} is {x.dtype} but phi is {p.dtype}; convert one (e.g. x.to({p.dtype})).")
+
+
+def _check_meta_batch(phi: Params, x: Tensor, y: Tensor) -> None:
+    for n, t in (("x", x), ("y", y)):
+        if not isinstance(t, Tensor) or t.dim() < 2:
+            shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(f"{n} must be a meta-batch tensor (B, n, ...), got {shape}; for one task "
+                             "add the task dimension with .unsqueeze(0).")
+    if x.shape[:2] != y.shape[:2]:
+        raise ValueError(f"x {tuple(x.shape)} and y {tuple(y.shape)} must agree on (B, n).")
+    _check_task(phi, x[0], y[0])

@@ -1,0 +1,301 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course_utils import maml, nets, reptile, sinusoid
+from course_utils.episodes import Episode
+from conftest import cuda
+
+D = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Many tiny ops: one thread is several times faster on a shared 2-core CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def mlp_tasks(b=4, n=6, seed=0, hidden=8):
+    torch.manual_seed(seed)
+    model = nets.sine_mlp(hidden=hidden).to(D)
+    batch = sinusoid.sample_sine_tasks(b, n, 1, torch.Generator().manual_seed(seed), dtype=D)
+    return model, batch.x_s, batch.y_s
+
+
+def snapshot(model):
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def max_diff(a, b):
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def task_loss(model, params, x, y):
+    return F.mse_loss(maml.forward(model, params, x), y)
+
+
+# ----------------------------------------------------------------------------- Reptile = joint training at k = 1
+
+@pytest.mark.parametrize("strategy", ["vmap", "loop"])
+def test_one_sgd_step_reptile_is_joint_training_on_the_sum_of_losses(strategy):
+    model, x, y = mlp_tasks(b=4)
+    phi = snapshot(model)
+    alpha, eps, n = 0.05, 0.5, x.shape[0]
+    reptile.Reptile(model, alpha, inner_steps=1, epsilon=eps, strategy=strategy).meta_step(x, y)
+    leaves = {k: v.clone().requires_grad_() for k, v in phi.items()}
+    total = sum(task_loss(model, leaves, x[i], y[i]) for i in range(n))  # sum_i L_i(phi)
+    grads = dict(zip(leaves, torch.autograd.grad(total, list(leaves.values()))))
+    joint = {k: phi[k] - eps * alpha / n * grads[k] for k in phi}       # step eps * alpha / n
+    assert max_diff(snapshot(model), joint) < 1e-12
+    assert max_diff(snapshot(model), phi) > 1e-4  # it did move
+
+
+def test_k_greater_than_one_is_not_joint_training():
+    model, x, y = mlp_tasks(b=3)
+    phi = snapshot(model)
+    alpha, eps, k = 0.1, 1.0, 4
+    reptile.Reptile(model, alpha, inner_steps=k, epsilon=eps).meta_step(x, y)
+    leaves = {kk: v.clone().requires_grad_() for kk, v in phi.items()}
+    total = sum(task_loss(model, leaves, x[i], y[i]) for i in range(3))
+    grads = dict(zip(leaves, torch.autograd.grad(total, list(leaves.values()))))
+    joint = {kk: phi[kk] - eps * alpha * k / 3 * grads[kk] for kk in phi}
+    assert max_diff(snapshot(model), joint) > 1e-4  # the higher-order terms of section 5
+
+
+# ----------------------------------------------------------------------------- serial vs batched
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_serial_and_batched_agree_for_batch_size_one(optimizer):
+    model, x, y = mlp_tasks(b=1, n=8)
+    phi = snapshot(model)
+    lr, k, eps = (0.05 if optimizer == "sgd" else 0.01), 3, 0.3
+    w = reptile.inner_loop(model, phi, x[0], y[0], k, lr, optimizer=optimizer, batch_size=4,
+                           generator=torch.Generator().manual_seed(7))
+    serial = reptile.reptile_update(phi, w, eps)                      # phi + eps (W~ - phi)
+    assert max_diff(serial, {kk: phi[kk] + eps * (w[kk] - phi[kk]) for kk in phi}) < 1e-14
+    learner = reptile.Reptile(model, lr, k, eps, optimizer=optimizer, inner_batch_size=4, seed=7)
+    learner.meta_step(x, y)                                          # batched, B = 1
+    assert max_diff(snapshot(model), serial) < 1e-12
+
+
+def test_batched_update_is_the_mean_of_the_serial_displacements():
+    model, x, y = mlp_tasks(b=3)
+    phi = snapshot(model)
+    ws = [reptile.inner_loop(model, phi, x[i], y[i], 2, 0.05) for i in range(3)]
+    new = reptile.reptile_update(phi, ws, 0.4)
+    want = {k: phi[k] + 0.4 * sum(w[k] - phi[k] for w in ws) / 3 for k in phi}
+    assert max_diff(new, want) < 1e-14
+    stacked = {k: torch.stack([w[k] for w in ws]) for k in phi}
+    assert max_diff(reptile.reptile_update(phi, stacked, 0.4), want) < 1e-14
+    reptile.Reptile(model, 0.05, 2, 0.4).meta_step(x, y)
+    assert max_diff(snapshot(model), want) < 1e-12
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_vmap_and_loop_strategies_agree(optimizer):
+    model, x, y = mlp_tasks(b=3, n=10)
+    phi = snapshot(model)
+    outs = {}
+    for strategy in ("vmap", "loop"):
+        model.load_state_dict(phi, strict=False)
+        r = reptile.Reptile(model, 0.02, 4, 0.5, optimizer=optimizer, inner_batch_size=3, strategy=strategy)
+        r.meta_step(x, y)
+        outs[strategy] = snapshot(model)
+    assert max_diff(outs["vmap"], outs["loop"]) < 1e-12
+
+
+# ----------------------------------------------------------------------------- the inner loop
+
+def test_inner_loop_matches_plain_sgd_steps_on_its_minibatches_and_leaves_phi_alone():
+    model, x, y = mlp_tasks(b=1, n=10)
+    x, y = x[0], y[0]
+    phi = dict(model.named_parameters())  # the model's own weights
+    before = snapshot(model)
+    idx = reptile.minibatch_schedule(10, 5, 4, torch.Generator().manual_seed(3))
+    w = reptile.inner_loop(model, phi, x, y, 5, 0.1, batch_size=4, generator=torch.Generator().manual_seed(3))
+    assert max_diff(snapshot(model), before) == 0.0
+    ref = nets.sine_mlp(hidden=8).to(D)
+    ref.load_state_dict(before, strict=False)
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    for t in range(5):
+        opt.zero_grad()
+        F.mse_loss(ref(x[idx[t]]), y[idx[t]]).backward()
+        opt.step()
+    assert max_diff(w, snapshot(ref)) < 1e-12
+    assert all(not v.requires_grad for v in w.values())
+
+
+def test_inner_adam_matches_torch_adam_with_beta1_zero():
+    model, x, y = mlp_tasks(b=1, n=8)
+    x, y = x[0], y[0]
+    before = snapshot(model)
+    w = reptile.inner_loop(model, before, x, y, 6, 0.01, optimizer="adam")
+    ref = nets.sine_mlp(hidden=8).to(D)
+    ref.load_state_dict(before, strict=False)
+    opt = torch.optim.Adam(ref.parameters(), lr=0.01, betas=(0.0, 0.999), eps=1e-8)
+    for _ in range(6):
+        opt.zero_grad()
+        F.mse_loss(ref(x), y).backward()
+        opt.step()
+    assert max_diff(w, snapshot(ref)) < 1e-10
+
+
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 0.02), ("adam", 0.01)])
+def test_inner_loop_lowers_the_task_loss(optimizer, lr):
+    model, x, y = mlp_tasks(b=1, n=20, hidden=16)
+    x, y = x[0], y[0]
+    phi = snapshot(model)
+    w, losses = reptile.inner_loop(model, phi, x, y, 30, lr, optimizer=optimizer, return_losses=True)
+    assert losses.shape == (30,)
+    with torch.no_grad():
+        assert task_loss(model, w, x, y) < 0.7 * task_loss(model, phi, x, y)
+    assert reptile.inner_loop(model, phi, x, y, 0, lr)["0.weight"].equal(phi["0.weight"])
+
+
+def test_minibatch_schedule_walks_through_permutations():
+    idx = reptile.minibatch_schedule(10, 5, 4, torch.Generator().manual_seed(0))
+    assert idx.shape == (5, 4)
+    flat = idx.flatten()
+    assert sorted(flat[:10].tolist()) == list(range(10))  # the first epoch sees every point once
+    assert sorted(flat[10:20].tolist()) == list(range(10))
+    assert reptile.minibatch_schedule(6, 3).tolist() == [list(range(6))] * 3  # full batch
+
+
+# ----------------------------------------------------------------------------- directions
+
+def test_reptile_direction_is_the_sum_of_the_inner_gradients():
+    model, x, y = mlp_tasks(b=1, n=8)
+    x, y = x[0], y[0]
+    phi, alpha = snapshot(model), 0.05
+    w = reptile.inner_loop(model, phi, x, y, 3, alpha)
+    d = reptile.reptile_direction(phi, w, alpha)
+    p, total = dict(phi), {k: torch.zeros_like(v) for k, v in phi.items()}
+    for _ in range(3):
+        g = maml._support_grads(model, p, x, y, F.mse_loss, first_order=True, use_autograd=False)
+        total = {k: total[k] + g[k] for k in p}
+        p = {k: p[k] - alpha * g[k] for k in p}
+    assert max_diff(d, total) < 1e-10
+
+
+def test_fomaml_direction_matches_maml_first_order():
+    model, x, y = mlp_tasks(b=1, n=12)
+    xs, ys, xq, yq = x[0, :5], y[0, :5], x[0, 5:], y[0, 5:]
+    phi = snapshot(model)
+    d = reptile.fomaml_direction(model, phi, xs, ys, xq, yq, steps=3, lr=0.05)
+    _, g = maml.meta_gradient(model, xs[None], ys[None], xq[None], yq[None], alpha=0.05, steps=3,
+                              first_order=True)
+    assert max_diff(d, g) < 1e-12
+
+
+@pytest.mark.parametrize("strategy", ["vmap", "loop"])
+def test_task_directions_average_the_per_task_directions_of_one_inner_trajectory(strategy):
+    model, x, y = mlp_tasks(b=3, n=12)
+    xs, ys, xq, yq = x[:, :8], y[:, :8], x[:, 8:], y[:, 8:]
+    phi = snapshot(model)
+    rep, fo = reptile.task_directions(model, phi, xs, ys, xq, yq, steps=3, lr=0.05, strategy=strategy)
+    want_fo = [reptile.fomaml_direction(model, phi, xs[i], ys[i], xq[i], yq[i], 3, 0.05) for i in range(3)]
+    want_rep = [reptile.reptile_direction(phi, reptile.inner_loop(model, phi, xs[i], ys[i], 3, 0.05), 0.05)
+                for i in range(3)]
+    assert max_diff(fo, {k: sum(w[k] for w in want_fo) / 3 for k in phi}) < 1e-12
+    assert max_diff(rep, {k: sum(w[k] for w in want_rep) / 3 for k in phi}) < 1e-10
+
+
+def test_linear_epsilon():
+    assert reptile.linear_epsilon(0, 100, 1.0) == 1.0
+    assert reptile.linear_epsilon(50, 100, 1.0) == pytest.approx(0.5)
+    assert reptile.linear_epsilon(100, 100, 1.0, 0.2) == pytest.approx(0.2)
+    assert reptile.linear_epsilon(500, 100, 1.0) == 0.0
+
+
+# ----------------------------------------------------------------------------- it learns
+
+def test_reptile_on_sinusoids_lowers_post_adaptation_mse():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(1, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 1))
+    test = sinusoid.sample_sine_tasks(100, 10, 50, torch.Generator().manual_seed(99), phase=(0, 2 * math.pi))
+
+    def post_mse(m):
+        r = reptile.Reptile(m, 0.02, 1, test_steps=32)
+        with torch.no_grad():
+            return sum(F.mse_loss(r.predict(test.x_q[i], r.adapt(test.x_s[i], test.y_s[i])), test.y_q[i]).item()
+                       for i in range(len(test))) / len(test)
+
+    before = post_mse(model)
+    learner = reptile.Reptile(model, inner_lr=0.02, inner_steps=5, epsilon=1.0, inner_batch_size=10)
+    tasks = sinusoid.SineTaskSampler(10, 50, 1, seed=0, phase=(0, 2 * math.pi))
+    for i in range(200):
+        b = next(tasks)
+        learner.meta_step(b.x_s, b.y_s, reptile.linear_epsilon(i, 200, 1.0))
+    after = post_mse(model)
+    assert after < 0.8 * before, (before, after)
+
+
+def test_classify_adapts_on_the_support_and_labels_the_queries():
+    torch.manual_seed(0)
+    model = nets.conv4_classifier(3, hidden=4, image_size=16, batch_stats_only=True)
+    g = torch.Generator().manual_seed(0)
+    ep = Episode(torch.rand(6, 1, 16, 16, generator=g), torch.arange(3).repeat_interleave(2),
+                 torch.rand(9, 1, 16, 16, generator=g), torch.arange(3).repeat_interleave(3), 3, 2, 3)
+    r = reptile.Reptile(model, 0.1, 2, loss="cross_entropy", test_steps=3)
+    phi = snapshot(model)
+    assert r.classify(ep).shape == (9, 3)
+    assert max_diff(snapshot(model), phi) == 0.0
+    x = torch.cat([ep.support_x, ep.query_x])[None]
+    y = torch.cat([ep.support_y, ep.query_y])[None]
+    r.meta_step(x, y)
+    assert max_diff(snapshot(model), phi) > 0
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+def test_bad_inputs_raise_clear_value_errors():
+    model, x, y = mlp_tasks(b=2)
+    phi = snapshot(model)
+    with pytest.raises(ValueError, match="steps"):
+        reptile.inner_loop(model, phi, x[0], y[0], -1, 0.1)
+    with pytest.raises(ValueError, match="learning rate"):
+        reptile.inner_loop(model, phi, x[0], y[0], 2, 0.0)
+    with pytest.raises(ValueError, match="optimizer"):
+        reptile.inner_loop(model, phi, x[0], y[0], 2, 0.1, optimizer="rmsprop")
+    with pytest.raises(ValueError, match="same, non-zero"):
+        reptile.inner_loop(model, phi, x[0], y[0, :3], 2, 0.1)
+    with pytest.raises(ValueError, match="float64"):
+        reptile.inner_loop(model, phi, x[0].float(), y[0], 2, 0.1)
+    with pytest.raises(ValueError, match="batch_size"):
+        reptile.inner_loop(model, phi, x[0], y[0], 2, 0.1, batch_size=0)
+    with pytest.raises(ValueError, match="epsilon"):
+        reptile.reptile_update(phi, phi, 1.5)
+    with pytest.raises(ValueError, match="shape"):
+        reptile.reptile_update(phi, {k: v[..., :1] if v.dim() else v for k, v in phi.items()}, 0.1)
+    with pytest.raises(ValueError, match="non-empty list"):
+        reptile.reptile_update(phi, [], 0.1)
+    with pytest.raises(ValueError, match="lack"):
+        reptile.reptile_update(phi, {"0.weight": phi["0.weight"]}, 0.1)
+    with pytest.raises(ValueError, match="meta-batch"):
+        reptile.Reptile(model, 0.1, 2).meta_step(x[0, :, 0], y[0, :, 0])
+    with pytest.raises(ValueError, match="inner_steps"):
+        reptile.Reptile(model, 0.1, 0)
+    with pytest.raises(ValueError, match="strategy"):
+        reptile.Reptile(model, 0.1, 1, strategy="fast")
+    with pytest.raises(ValueError, match="running statistics"):
+        reptile.Reptile(nets.conv4_classifier(5, batch_stats_only=False), 0.1, 1)
+    with pytest.raises(ValueError, match="MSE will silently broadcast"):
+        reptile.inner_loop(model, phi, x[0], y[0, :, 0], 1, 0.1)
+
+
+@cuda
+def test_runs_on_cuda_and_matches_cpu():
+    model, x, y = mlp_tasks(b=3)
+    phi = snapshot(model)
+    reptile.Reptile(model, 0.05, 3, 0.5, inner_batch_size=3, seed=1).meta_step(x, y)
+    cpu = snapshot(model)
+    model.load_state_dict(phi, strict=False)
+    model = model.cuda()
+    reptile.Reptile(model, 0.05, 3, 0.5, inner_batch_size=3, seed=1).meta_step(x.cuda(), y.cuda())
+    assert max_diff({k: v.cpu() for k, v in snapshot(model).items()}, cpu) < 1e-9
