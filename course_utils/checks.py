@@ -105,7 +105,9 @@ def _finish(r: Result, student: Callable, reference: Callable) -> Callable:
         return student
     text = f"{head} yet." if r.status == "not attempted" else f"{head}.\n   {r.message}"
     if strict():
-        raise ExerciseError(text + "\n   (strict mode, COURSE_STRICT=1: every exercise must be right.)")
+        raise ExerciseError(text + "\n   (Strict mode, COURSE_STRICT=1: every exercise must be right. Your "
+                            "function stays in place, so later exercises that call it may fail too: "
+                            "fix the first failure first.)")
     carry_on = ("The chapter continues with the reference implementation; come back to it whenever "
                 "you like." if r.status == "not attempted" else
                 "The chapter continues with the reference implementation.")

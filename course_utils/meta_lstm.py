@@ -32,11 +32,15 @@ and loss enter the meta-learner *detached* (treated as inputs that do not depend
 meta-learner). The meta-gradient still flows through f_t * c_{t-1}, through the gates
 (which read theta_{t-1}) and through the query loss, but not through grad_t or L_t.
 
-BatchNorm in the learner uses batch statistics (``nets.conv4_classifier(batch_stats_only=True)``),
-so theta holds every parameter and there are no buffers to carry.
+BatchNorm in the learner uses batch statistics (``nets.conv4_classifier(batch_stats_only=True)``)
+at meta-training and meta-test time alike, so theta holds every parameter and there are no
+buffers to carry. (Ravi & Larochelle discuss BatchNorm at meta-test time in their Section 3.3.)
 
-``nn.LSTMCell`` is used on purpose, not ``nn.LSTM``: the meta-gradient back-propagates through
-an unrolled loop, and double backward through cuDNN's fused RNN is not supported.
+``nn.LSTMCell`` is used on purpose, one call per inner step, not ``nn.LSTM`` on a sequence: the
+input at step t is the learner's gradient at theta_{t-1}, which is the previous step's output, so
+the inputs are not known in advance and the loop is unrolled by hand. (Variants that keep second
+derivatives would also meet a GPU trap: double backward through cuDNN's fused RNN is not
+supported. This module takes no second derivatives.)
 """
 from __future__ import annotations
 

@@ -73,19 +73,27 @@ def train_loop(step: Callable[[int], dict[str, float]], n_steps: int, desc: str 
 def load_or_train(name: str, config: dict[str, Any], train: Callable[[], T]) -> T:
     """Return ``train()``'s result, cached on disk under the key of ``(name, config)``.
 
-    ``config`` must hold everything the result depends on (sizes, steps, seed, data...).
-    A file that fails to load is retrained, not trusted.
+    ``config`` must hold everything the result depends on (sizes, steps, seed, data...). The key
+    also records which exercises are solved right now, so a model trained with the reference
+    implementation is not reused once the student's own code would train it. A file that fails to
+    load is retrained, not trusted.
     """
-    path = cache_dir("runs") / f"{name}-{config_key({'name': name, **config})}.pt"
+    from .checks import results  # which exercises are the student's own code right now
+
+    full = {"name": name, **config,
+            "exercises": {n: r.status == "right" for n, r in sorted(results().items())}}
+    path = cache_dir("runs") / f"{name}-{config_key(full)}.pt"
     if path.exists() and os.environ.get("COURSE_RETRAIN", "") not in {"1", "true"}:
         try:
             stored = torch.load(path, map_location="cpu", weights_only=False)
-            if stored.get("config") == {"name": name, **config}:
+            if stored.get("config") == full:
+                print(f"Loaded '{name}' from the cache: trained earlier with these settings and the same "
+                      "exercises solved. COURSE_RETRAIN=1 trains again.")
                 return stored["result"]
         except Exception:  # a corrupt or foreign file: train again
             pass
     result = train()
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"config": {"name": name, **config}, "result": result}, tmp)
+    torch.save({"config": full, "result": result}, tmp)
     os.replace(tmp, path)
     return result

@@ -82,6 +82,22 @@ def loss_fixed_margin(d, y, margin=1.0):
     return loss_right(d, y, 2.0)
 
 
+def loss_default_margin(d, y, margin=1.0):  # hard-codes m = 1, whatever margin is passed
+    return (1 - y) * d ** 2 + y * relu(1.0 - d) ** 2
+
+
+def loss_hinge_on_squares(d, y, margin=1.0):  # max(0, m² - D²) instead of max(0, m - D)²
+    return (1 - y) * d ** 2 + y * relu(margin ** 2 - d ** 2)
+
+
+def loss_hinge_on_squares_squared(d, y, margin=1.0):
+    return (1 - y) * d ** 2 + y * relu(margin ** 2 - d ** 2) ** 2
+
+
+def loss_unknown_bug(d, y, margin=1.0):  # wrong in no catalogued way
+    return loss_right(d, y, margin) + 0.1 * y * d
+
+
 def test_loss_reference_and_right_answer_pass():
     ch01.contrastive_loss(loss_right)
     assert status("1.1") == "right"
@@ -103,13 +119,26 @@ def test_loss_reference_and_right_answer_pass():
     (loss_half, "factor 1/2"),
     (loss_mean, "mean over pairs"),
     (loss_detached, "does not carry gradients"),
-    (loss_fixed_margin, "use the margin argument"),
+    (loss_fixed_margin, "the margin argument is ignored"),
+    (loss_default_margin, "the margin argument is ignored"),
+    (loss_hinge_on_squares, "the hinge compares m with D, not m² with D²"),
+    (loss_hinge_on_squares_squared, "the hinge compares m with D, not m² with D²"),
 ])
 def test_loss_mistakes_are_named(fn, phrase):
     use = ch01.contrastive_loss(fn)
     assert status("1.1") == "wrong"
     assert phrase in message("1.1")
     assert use is not fn  # the chapter continues with the reference
+
+
+def test_unknown_loss_bug_shows_the_inputs_of_the_first_wrong_pair():
+    ch01.contrastive_loss(loss_unknown_bug)
+    assert status("1.1") == "wrong"
+    msg = message("1.1")
+    d, y, m = ch01._loss_probe_inputs()
+    k = next(i for i in range(len(d)) if y[i] == 1 and d[i] != 0)
+    assert f"differs at index {k}" in msg
+    assert f"d = {float(d[k]):.6g}, y = 1 (different classes) and margin = {m:g}" in msg
 
 
 def test_loss_mistakes_are_all_different_on_the_probe():

@@ -36,9 +36,29 @@ def stub(*args, **kwargs):
 # --- 2.1 cosine attention ------------------------------------------------------
 
 def att_right(f, g, scale=1.0):
+    f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    return torch.softmax(scale * f @ g.T, dim=1)
+
+
+def att_eps_added(f, g, scale=1.0):
+    f = f / (f.norm(dim=1, keepdim=True) + 1e-8)
+    g = g / (g.norm(dim=1, keepdim=True) + 1e-8)
+    return torch.softmax(scale * f @ g.T, dim=1)
+
+
+def att_normalize(f, g, scale=1.0):
+    return torch.softmax(scale * F.normalize(f, dim=1) @ F.normalize(g, dim=1).T, dim=1)
+
+
+def att_no_eps(f, g, scale=1.0):
     f = f / f.norm(dim=1, keepdim=True)
     g = g / g.norm(dim=1, keepdim=True)
     return torch.softmax(scale * f @ g.T, dim=1)
+
+
+def att_scale_divided(f, g, scale=1.0):
+    return torch.softmax(F.normalize(f, dim=1) @ F.normalize(g, dim=1).T / scale, dim=1)
 
 
 def att_wrong_axis(f, g, scale=1.0):
@@ -77,7 +97,7 @@ def att_cosine_builtin(f, g, scale=1.0):
     return torch.softmax(scale * F.cosine_similarity(f[:, None], g[None], dim=-1), dim=-1)
 
 
-@pytest.mark.parametrize("fn", [att_right, att_cosine_builtin])
+@pytest.mark.parametrize("fn", [att_right, att_cosine_builtin, att_eps_added, att_normalize])
 def test_attention_right(fn):
     assert ch02.cosine_attention(fn) is fn
     assert status("2.1") == "right"
@@ -92,6 +112,8 @@ def test_attention_right(fn):
     (att_scale_ignored, "scale was ignored"),
     (att_query_only, "only the queries are normalised"),
     (att_detached, "does not carry gradients"),
+    (att_no_eps, "all-zero embedding"),
+    (att_scale_divided, "divided by scale"),
 ])
 def test_attention_mistakes_are_named(fn, phrase):
     out = ch02.cosine_attention(fn)
@@ -104,6 +126,17 @@ def test_attention_rows_not_summing_to_one_is_explained():
         return 0.5 * att_right(f, g, scale)
     ch02.cosine_attention(half)
     assert status("2.1") == "wrong" and "do not sum to 1" in message("2.1")
+
+
+def test_zero_embedding_probe_names_the_missing_epsilon_for_queries_and_support():
+    def zero_support_only(f, g, scale=1.0):     # guards the queries but not the support set
+        f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-8)
+        return torch.softmax(scale * f @ (g / g.norm(dim=1, keepdim=True)).T, dim=1)
+    ch02.cosine_attention(att_no_eps)
+    assert status("2.1") == "wrong" and "query row" in message("2.1"), message("2.1")
+    assert "clamp" in message("2.1"), message("2.1")
+    ch02.cosine_attention(zero_support_only)
+    assert status("2.1") == "wrong" and "support row" in message("2.1"), message("2.1")
 
 
 # --- 2.2 prototypes -------------------------------------------------------------
@@ -210,6 +243,11 @@ def loss_detached_prototypes(z_support, z_query, query_y, n_way, k_shot):
     return loss_right(z_support.detach(), z_query, query_y, n_way, k_shot)
 
 
+def loss_swapped(z_support, z_query, query_y, n_way, k_shot):
+    loss, logits = loss_right(z_support, z_query, query_y, n_way, k_shot)
+    return logits, loss
+
+
 def loss_only(z_support, z_query, query_y, n_way, k_shot):
     return loss_right(z_support, z_query, query_y, n_way, k_shot)[0]
 
@@ -228,6 +266,8 @@ def test_loss_right(fn):
     (loss_sum, "summed"),
     (loss_detached_prototypes, "prototypes are detached"),
     (loss_only, "(loss, logits)"),
+    (loss_swapped, "you returned (logits, loss); return (loss, logits)"),
+    (loss_euclid, "section 5 of this chapter"),
 ])
 def test_loss_mistakes_are_named(fn, phrase):
     assert ch02.prototypical_loss(fn) is not fn and status("2.3") == "wrong"
@@ -260,10 +300,25 @@ def test_linear_right():
     (lin_no_two, "W = c"),
     (lin_bias_sign, "b = +||c_k||^2"),
     (lin_bias_norm, "not squared"),
+    (lin_bias_sign, "b is wrong"),
 ])
 def test_linear_mistakes_are_named(fn, phrase):
     assert ch02.linear_classifier(fn) is not fn and status("2.4") == "wrong"
     assert phrase in message("2.4"), message("2.4")
+
+
+def test_messages_use_plural_verbs_for_plural_subjects():
+    def proto_off(z, n_way, k_shot):
+        return proto_right(z, n_way, k_shot) + 0.1
+
+    def loss_off(z_support, z_query, query_y, n_way, k_shot):
+        loss, logits = loss_right(z_support, z_query, query_y, n_way, k_shot)
+        return loss, logits + 0.1 * torch.arange(logits.shape[1], dtype=logits.dtype)
+    ch02.prototypes(proto_off)
+    ch02.prototypical_loss(loss_off)
+    for number in ("2.2", "2.3"):
+        assert status(number) == "wrong" and "differs" in message(number), message(number)
+        assert "prototypes c differs" not in message(number) and "logits differs" not in message(number)
 
 
 # --- protocol ---------------------------------------------------------------------

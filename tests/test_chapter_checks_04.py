@@ -49,6 +49,18 @@ def cu_detached(c, f, i, g):
     return (f * c - i * g).detach()
 
 
+def cu_forget_detached(c, f, i, g):
+    return f.detach() * c - i * g
+
+
+def cu_input_detached(c, f, i, g):
+    return f * c - i.detach() * g
+
+
+def cu_decay_term_detached(c, f, i, g):
+    return (f * c).detach() - i * g
+
+
 def cu_shape(c, f, i, g):
     return (f * c - i * g)[:, None]
 
@@ -66,6 +78,9 @@ def test_cell_update_reference_and_a_good_answer_pass():
     (cu_swapped, "gates are swapped"),
     (cu_no_forget, "forget gate is missing"),
     (cu_detached, "does not carry gradients"),
+    (cu_forget_detached, "no gradient reaches the forget gate f"),
+    (cu_input_detached, "no gradient reaches the input gate i"),
+    (cu_decay_term_detached, "no gradient reaches the forget gate f and the previous parameters"),
     (cu_shape, "shape"),
 ])
 def test_cell_update_mistakes_are_named(fn, phrase):
@@ -201,12 +216,66 @@ def step_prev_gates_swapped(meta, theta, state, x_s, y_s):
     return cell_update(theta, f, i, grad), State(h, c, f, i), loss
 
 
+def step_half_fix(meta, theta, state, x_s, y_s):
+    loss = F.cross_entropy(meta.learner_forward(theta, x_s), y_s)
+    (grad,) = torch.autograd.grad(loss, theta, create_graph=True)
+    h, c = meta.lstm(_inputs(meta, grad.detach(), loss.detach()), (state.h, state.c))
+    f, i = meta.gates(h, theta, state.f, state.i)
+    return cell_update(theta, f, i, grad), State(h, c, f, i), loss.detach()
+
+
+def step_columns_swapped(meta, theta, state, x_s, y_s):
+    loss, grad = meta.learner_loss_and_grad(theta, x_s, y_s)
+    x = torch.cat([preprocess(loss.reshape(1), meta.p).expand(grad.numel(), 2), preprocess(grad, meta.p)], 1)
+    h, c = meta.lstm(x, (state.h, state.c))
+    f, i = meta.gates(h, theta, state.f, state.i)
+    return cell_update(theta, f, i, grad), State(h, c, f, i), loss
+
+
+def step_gates_on_leaf(meta, theta, state, x_s, y_s):
+    leaf = theta.detach().requires_grad_()
+    loss = F.cross_entropy(meta.learner_forward(leaf, x_s), y_s)
+    (grad,) = torch.autograd.grad(loss, leaf)
+    grad, loss = grad.detach(), loss.detach()
+    h, c = meta.lstm(_inputs(meta, grad, loss), (state.h, state.c))
+    f, i = meta.gates(h, leaf, state.f, state.i)
+    return cell_update(theta, f, i, grad), State(h, c, f, i), loss
+
+
+def step_h_c_swapped(meta, theta, state, x_s, y_s):
+    loss, grad = meta.learner_loss_and_grad(theta, x_s, y_s)
+    c, h = meta.lstm(_inputs(meta, grad, loss), (state.h, state.c))
+    f, i = meta.gates(h, theta, state.f, state.i)
+    return cell_update(theta, f, i, grad), State(h, c, f, i), loss
+
+
+def step_h_c_swapped_in_state(meta, theta, state, x_s, y_s):
+    new, st, loss = step_good(meta, theta, state, x_s, y_s)
+    return new, State(st.c, st.h, st.f, st.i), loss
+
+
+def step_gate_bias_off(meta, theta, state, x_s, y_s):
+    new, st, loss = step_good(meta, theta, state, x_s, y_s)
+    return new, State(st.h, st.c, st.f * 0.5, st.i), loss
+
+
 def step_raw_inputs(meta, theta, state, x_s, y_s):
     loss, grad = meta.learner_loss_and_grad(theta, x_s, y_s)
     x = torch.stack([grad, loss.expand_as(grad)], 1)  # not preprocessed: 2 features, the LSTM wants 4
     h, c = meta.lstm(x, (state.h, state.c))
     f, i = meta.gates(h, theta, state.f, state.i)
     return cell_update(theta, f, i, grad), State(h, c, f, i), loss
+
+
+def test_step_names_the_wrong_outputs_and_explains_the_jacobian():
+    ch04.meta_learner_step(step_prev_gates_swapped)
+    assert "f, i and theta_t are wrong (h and c right)" in message("4.3")
+    checks.reset()
+    ch04.meta_learner_step(step_gates_on_leaf)
+    assert "how theta_t changes when theta_{t-1} changes" in message("4.3")
+    checks.reset()
+    ch04.meta_learner_step(step_plus)
+    assert "theta_t is wrong (h, c, f and i right)" in message("4.3")
 
 
 def test_step_reference_and_a_good_answer_pass():
@@ -223,6 +292,12 @@ def test_step_reference_and_a_good_answer_pass():
     (step_plus, "adds the gradient"),
     (step_prev_gates_swapped, "wrong previous gate"),
     (step_raw_inputs, "raised RuntimeError"),
+    (step_half_fix, "half-fix"),
+    (step_columns_swapped, "columns are swapped"),
+    (step_gates_on_leaf, "gates read the detached copy"),
+    (step_h_c_swapped, "h and c are swapped: nn.LSTMCell returns"),
+    (step_h_c_swapped_in_state, "swapped in the returned State"),
+    (step_gate_bias_off, "f is wrong (h, c, i and theta_t right)"),
 ])
 def test_step_mistakes_are_named(fn, phrase):
     assert ch04.meta_learner_step(fn) is ch04.reference_meta_learner_step

@@ -135,6 +135,19 @@ def inner_ascent(model, phi, x, y, alpha, steps, loss_fn):
     return ch05.reference_inner_loop(model, phi, x, y, -alpha, steps, loss_fn)
 
 
+def inner_one_short(model, phi, x, y, alpha, steps, loss_fn):  # range(steps - 1) / range(1, steps)
+    return ch05.reference_inner_loop(model, phi, x, y, alpha, steps - 1, loss_fn)
+
+
+def inner_keeps_graph(model, phi, x, y, alpha, steps, loss_fn):  # right values, but never detached
+    w = {k: v.detach().requires_grad_() for k, v in phi.items()}
+    for _ in range(steps):
+        loss = loss_fn(functional_call(model, w, (x,)), y)
+        g = torch.autograd.grad(loss, list(w.values()))
+        w = {k: v - alpha * gk for (k, v), gk in zip(w.items(), g)}
+    return w
+
+
 def test_inner_loop_reference_and_a_good_answer_pass():
     assert ch05.inner_loop(ch05.reference_inner_loop) is ch05.reference_inner_loop
     assert status("5.2") == "right"
@@ -149,6 +162,8 @@ def test_inner_loop_reference_and_a_good_answer_pass():
     (inner_autograd_in_place, "updates phi in place"),
     (inner_grad_at_phi, "gradient at phi"),
     (inner_ascent, "*up* the gradient"),
+    (inner_one_short, "one step too few"),
+    (inner_keeps_graph, "keeps the autograd graph"),
 ])
 def test_inner_loop_mistakes_are_named(fn, phrase):
     assert ch05.inner_loop(fn) is ch05.reference_inner_loop

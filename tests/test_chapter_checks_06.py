@@ -62,6 +62,11 @@ def step_no_grad(z, support_loss, alpha):
         return z - alpha * g
 
 
+def step_mean_grad(z, support_loss, alpha):
+    g, = torch.autograd.grad(support_loss(z), z, create_graph=True)
+    return z - alpha * g.mean(0)
+
+
 def test_latent_step_reference_and_a_good_answer_pass():
     assert ch06.latent_step(ch06.reference_latent_step) is ch06.reference_latent_step
     assert status("6.1") == "right"
@@ -75,6 +80,7 @@ def test_latent_step_reference_and_a_good_answer_pass():
     (step_no_grad, "detached"),
     (step_no_create_graph, "create_graph"),
     (step_detached_z, "encoder"),
+    (step_mean_grad, "averaged over the classes"),
 ])
 def test_latent_step_mistakes(fn, phrase):
     assert ch06.latent_step(fn) is ch06.reference_latent_step
@@ -129,6 +135,15 @@ def sample_own_noise(mu, log_var, eps):
     return mu + torch.exp(0.5 * log_var) * torch.randn_like(mu), kl(mu, log_var)
 
 
+def sample_kl_logvar_sign(mu, log_var, eps):
+    return mu + torch.exp(0.5 * log_var) * eps, 0.5 * (log_var.exp() + mu ** 2 - 1 + log_var).sum(-1)
+
+
+def sample_kl_vae_sign(mu, log_var, eps):
+    # the VAE paper's -KL term, 1/2 sum (1 + log sigma^2 - mu^2 - sigma^2), used as the KL
+    return mu + torch.exp(0.5 * log_var) * eps, 0.5 * (1 + log_var - mu ** 2 - log_var.exp()).sum(-1)
+
+
 def test_sample_reference_and_a_good_answer_pass():
     assert ch06.sample_gaussian(ch06.reference_sample_gaussian) is ch06.reference_sample_gaussian
     assert status("6.2") == "right"
@@ -140,6 +155,9 @@ def test_sample_reference_and_a_good_answer_pass():
     (sample_dist, "reparameterisation"),
     (sample_variance_as_std, "variance as the standard deviation"),
     (sample_kl_sign, "wrong sign"),
+    (sample_kl_sign, "never negative"),
+    (sample_kl_vae_sign, "never negative"),
+    (sample_kl_logvar_sign, "never negative"),
     (sample_kl_no_half, "1/2"),
     (sample_kl_mean, "averaged over the dimensions"),
     (sample_detached_mu, "not differentiable"),
@@ -197,6 +215,40 @@ def objective_no_ortho(query_logits, query_y, kl, z_init, z_adapted, decoder_wei
             + gamma * ((z_adapted.detach() - z_init) ** 2).mean())
 
 
+def objective_detach_z_init(query_logits, query_y, kl, z_init, z_adapted, decoder_weight, beta, gamma, lam):
+    return (F.cross_entropy(query_logits, query_y) + beta * kl.mean()
+            + gamma * ((z_adapted - z_init.detach()) ** 2).mean() + lam * ortho(decoder_weight))
+
+
+def frobenius(W):
+    n = W.norm(dim=1, keepdim=True)
+    C = W @ W.T / (n @ n.T)
+    return torch.linalg.norm(C - torch.eye(W.shape[0], dtype=W.dtype, device=W.device))
+
+
+def objective_frobenius_squared(query_logits, query_y, kl, z_init, z_adapted, decoder_weight, beta, gamma, lam):
+    return (F.cross_entropy(query_logits, query_y) + beta * kl.mean()
+            + gamma * ((z_adapted.detach() - z_init) ** 2).mean() + lam * frobenius(decoder_weight) ** 2)
+
+
+def objective_frobenius(query_logits, query_y, kl, z_init, z_adapted, decoder_weight, beta, gamma, lam):
+    return (F.cross_entropy(query_logits, query_y) + beta * kl.mean()
+            + gamma * ((z_adapted.detach() - z_init) ** 2).mean() + lam * frobenius(decoder_weight))
+
+
+def objective_norms_literal(query_logits, query_y, kl, z_init, z_adapted, decoder_weight, beta, gamma, lam):
+    return (F.cross_entropy(query_logits, query_y) + beta * kl.mean()
+            + gamma * torch.linalg.norm(z_adapted.detach() - z_init) ** 2 + lam * frobenius(decoder_weight) ** 2)
+
+
+def objective_eye_no_device(query_logits, query_y, kl, z_init, z_adapted, decoder_weight, beta, gamma, lam):
+    W = decoder_weight
+    n = W.norm(dim=1, keepdim=True)
+    C = W @ W.T / (n @ n.T)
+    return (F.cross_entropy(query_logits, query_y) + beta * kl.mean()
+            + gamma * ((z_adapted.detach() - z_init) ** 2).mean() + lam * ((C - torch.eye(W.shape[0])) ** 2).mean())
+
+
 def test_objective_reference_and_a_good_answer_pass():
     assert ch06.leo_objective(ch06.reference_leo_objective) is ch06.reference_leo_objective
     assert status("6.3") == "right"
@@ -210,11 +262,33 @@ def test_objective_reference_and_a_good_answer_pass():
     (objective_columns, "columns"),
     (objective_both_detached, "does not reach z_init"),
     (objective_no_ortho, "orthogonality penalty is missing"),
+    (objective_detach_z_init, "wrong side"),
+    (objective_frobenius_squared, "you summed where the objective averages"),
+    (objective_frobenius_squared, "squared Frobenius norm"),
+    (objective_frobenius, "Frobenius norm ||C - I|| (torch.linalg.norm"),
+    (objective_norms_literal, "both penalties are sums"),
 ])
 def test_objective_mistakes(fn, phrase):
     assert ch06.leo_objective(fn) is ch06.reference_leo_objective
     assert status("6.3") == "wrong"
     assert phrase in message("6.3"), message("6.3")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the device-less eye is caught (test below)")
+def test_device_less_eye_cannot_be_seen_on_cpu():
+    # Documented limitation: on a CPU every tensor is on the CPU, so torch.eye(n) without device= passes.
+    ch06.leo_objective(objective_eye_no_device)
+    assert status("6.3") == "right"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_device_less_eye_is_caught_on_cuda():
+    ch06.leo_objective(objective_eye_no_device)
+    assert status("6.3") == "wrong"
+    assert "device=W.device" in message("6.3"), message("6.3")
+    ch06.leo_objective(objective_good)
+    assert status("6.3") == "right"
 
 
 # --- protocol -----------------------------------------------------------------------------------

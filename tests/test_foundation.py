@@ -100,3 +100,18 @@ def test_load_or_train_caches_by_config(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_RETRAIN", "1")
     training.load_or_train("demo", {"steps": 3}, train)
     assert len(calls) == 4
+
+
+def test_load_or_train_retrains_when_the_students_code_changes(monkeypatch, tmp_path, capsys):
+    from course_utils import checks
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    checks.reset()
+    calls = []
+    train = lambda: calls.append(1) or len(calls)  # noqa: E731
+    training.load_or_train("demo", {"steps": 1}, train)
+    training.load_or_train("demo", {"steps": 1}, train)
+    assert len(calls) == 1 and "Loaded 'demo' from the cache" in capsys.readouterr().out
+    checks.run_check("9.9", "id", lambda x: x, lambda x: x, lambda fn: None)  # now the student's own
+    training.load_or_train("demo", {"steps": 1}, train)
+    assert len(calls) == 2
+    checks.reset()

@@ -3,8 +3,10 @@
 1.1 the contrastive loss · 1.2 a Euclidean distance that is safe at zero · 1.3 the balanced pair
 sampler · 1.4 one-shot classification by verification. Each probe runs the student's function
 on small fixed inputs and names the chapter's classic mistakes: inverted labels (the seed
-article's), a missing square, the margin on the wrong term, NaN gradients at zero distance,
-unbalanced or mislabelled pairs, a support set assumed sorted by class.
+article's), a missing square, the margin on the wrong term, a hinge on squared distances, an ignored
+margin argument, NaN gradients at zero distance, unbalanced or mislabelled pairs, a support set
+assumed sorted by class. When the loss is wrong in no known way, the message shows the inputs
+(d, y, margin) of the first wrong pair.
 """
 from __future__ import annotations
 
@@ -58,11 +60,38 @@ def loss_mistakes(d: Tensor, y: Tensor, m: float) -> dict[str, Tensor]:
             (1 - y) * d ** 2 + y * torch.clamp(d - m, min=0) ** 2,
         "the margin is compared with D², not with D: the term is max(0, m - D)², not max(0, m - D²)².":
             (1 - y) * d ** 2 + y * torch.clamp(m - d ** 2, min=0) ** 2,
+        "the hinge compares m with D, not m² with D²: the term is max(0, m - D)², not max(0, m² - D²). "
+        "(They agree at D = 0 and beyond the margin, not in between: at D = m/2 yours is 3m²/4 instead of m²/4.)":
+            (1 - y) * d ** 2 + y * torch.clamp(m ** 2 - d ** 2, min=0),
+        "the hinge compares m with D, not m² with D² (and squares the result): the term is max(0, m - D)², "
+        "not max(0, m² - D²)².": (1 - y) * d ** 2 + y * torch.clamp(m ** 2 - d ** 2, min=0) ** 2,
         "the max(0, ·) is missing: without it, dissimilar pairs farther apart than m are pulled back "
         "towards distance m.": (1 - y) * d ** 2 + y * (m - d) ** 2,
         "you kept Hadsell et al.'s factor 1/2; this course uses L = (1 - y) D² + y max(0, m - D)² "
         "without it (the seed article's form). Drop the 1/2.": 0.5 * right,
     }
+
+
+IGNORED_MARGIN = ("the margin argument is ignored: your loss gives the same values for margin={a:g} and "
+                  "margin={b:g}. Use the margin argument in the hinge, max(0, margin - D)²; do not fix m "
+                  "inside the function (or rely on its default value).")
+
+
+def _loss_wrong_at(out: Tensor, right: Tensor, d: Tensor, y: Tensor, m: float, what: str, hint: str = "") -> None:
+    """Raise a Mistake naming the first wrong pair and ITS inputs (d, y, margin); no-op when all are right."""
+    a, e = torch.as_tensor(out).detach().double().cpu(), right.detach().double().cpu()
+    d = d.detach()
+    if a.shape != e.shape:
+        raise Mistake(f"{what} has shape {tuple(a.shape)}, expected {tuple(e.shape)}.", hint)
+    bad = ~torch.isclose(a, e, atol=1e-5, rtol=1e-4)
+    if not bool(bad.any()):
+        return
+    k = int(bad.nonzero()[0])
+    kind = "same class" if float(y[k]) == 0 else "different classes"
+    raise Mistake(f"{what} differs at index {k}: for d = {float(d[k]):.6g}, y = {int(y[k])} ({kind}) and "
+                  f"margin = {m:g} you returned {a[k].item():.6g}, expected {e[k].item():.6g} "
+                  f"({int(bad.sum())} of {a.numel()} pairs differ).",
+                  hint or "Work out (1 - y) D² + y max(0, m - D)² by hand for these inputs.")
 
 
 def _probe_contrastive_loss(fn: Callable) -> None:
@@ -79,7 +108,15 @@ def _probe_contrastive_loss(fn: Callable) -> None:
     expect_shape(out, (len(d),), "the per-pair loss", "One loss per pair, no reduction.")
     expect(out.is_floating_point(), f"the loss should be a float tensor, got {out.dtype}.")
     expect_grad(out, "the loss", "Compute it from d with tensor operations (torch.clamp, **), not Python floats.")
-    diagnose(out, right, "the per-pair loss", loss_mistakes(d.detach(), y, m), atol=1e-5)
+    other = fn(d.detach(), y, 1.0)
+    if (isinstance(other, Tensor) and other.shape == out.shape
+            and torch.allclose(other.detach().double(), out.detach().double(), atol=1e-6)):
+        raise Mistake(IGNORED_MARGIN.format(a=m, b=1.0))
+    if not torch.allclose(out.detach().double(), right.double(), atol=1e-5, rtol=1e-4):
+        for explanation, wrong in loss_mistakes(d.detach(), y, m).items():
+            if torch.allclose(out.detach().double(), wrong.double(), atol=1e-5, rtol=1e-4):
+                raise Mistake(f"the per-pair loss: wrong. It looks like {explanation}")
+        _loss_wrong_at(out, right, d, y, m, "the per-pair loss")
     (grad,) = torch.autograd.grad(out.sum(), d)
     expect(bool(torch.isfinite(grad).all()), "the gradient with respect to d contains NaN or inf.")
     want = 2 * d.detach() * (1 - y) - 2 * y * torch.clamp(m - d.detach(), min=0)
@@ -88,12 +125,11 @@ def _probe_contrastive_loss(fn: Callable) -> None:
     m2 = 1.0
     out2 = fn(d.detach(), y, m2)
     right2 = (1 - y) * d.detach() ** 2 + y * torch.clamp(m2 - d.detach(), min=0) ** 2
-    if not torch.allclose(torch.as_tensor(out2).detach().double(), right2.double(), atol=1e-5):
-        raise Mistake(f"with margin={m2} your loss is wrong although it was right for margin={m}: "
-                      "use the margin argument, do not fix m inside the function.")
+    _loss_wrong_at(out2, right2, d, y, m2, f"with margin={m2:g} (right for margin={m:g}), the per-pair loss",
+                   "Use the margin argument everywhere m appears; do not fix m inside the function.")
     out3 = fn(d.detach(), y.long(), m)
-    expect(torch.allclose(torch.as_tensor(out3).detach().double(), right.double(), atol=1e-5),
-           "with integer labels (y as a LongTensor of 0/1) your loss changes: convert y with y.to(d.dtype).")
+    _loss_wrong_at(out3, right, d, y, m, "with integer labels (y as a LongTensor of 0/1), the per-pair loss",
+                   "Your loss changes with integer labels: convert y with y.to(d.dtype).")
 
 
 def contrastive_loss(student: Callable) -> Callable:

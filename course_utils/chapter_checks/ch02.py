@@ -7,9 +7,10 @@ Exercises:
     2.4 ``linear_classifier(c) -> (W, b)``
 
 Each probe runs the student's function on small fixed inputs and names the classic mistakes:
-softmax over the wrong axis, dot product instead of cosine, prototypes averaged over the wrong
-dimension, Euclidean instead of squared Euclidean distance, distances as logits with the wrong
-sign, the loss computed on the support set instead of the query set.
+softmax over the wrong axis, dot product instead of cosine, no epsilon guard (NaN for an all-zero
+embedding), scale divided instead of multiplied, prototypes averaged over the wrong dimension, Euclidean instead of squared Euclidean distance, distances as logits with the wrong
+sign, the loss computed on the support set instead of the query set, (logits, loss) returned in
+the wrong order.
 """
 from __future__ import annotations
 
@@ -32,10 +33,11 @@ def _named(actual: Tensor, what: str, mistakes: Mapping[str, Tensor], atol: floa
            hint: str = "", verb: str = "is") -> None:
     """Raise Mistake naming the first classic mistake whose output ``actual`` matches (any shape)."""
     a = actual.detach()
+    head = what[0].upper() + what[1:] if what.startswith("the ") else what   # "b" stays "b"
     for explanation, wrong in mistakes.items():
         w = torch.as_tensor(wrong).detach()
         if a.shape == w.shape and _close(a, w, atol, 1e-4):
-            raise Mistake(f"{what[0].upper()}{what[1:]} {verb} wrong: {explanation}", hint)
+            raise Mistake(f"{head} {verb} wrong: {explanation}", hint)
 
 
 def _g(seed: int) -> torch.Generator:
@@ -101,12 +103,35 @@ def _probe_attention(fn: Callable) -> None:
         "scale was applied after the softmax (or not at all): multiply the cosine similarities by "
         "scale, then take the softmax.": 5.0 * ref.detach()})
     _named(a5, "the attention with scale=5", {
-        "scale was ignored: multiply the cosine similarities by scale before the softmax.": ref.detach()})
+        "scale was ignored: multiply the cosine similarities by scale before the softmax.": ref.detach(),
+        "the cosine similarities are divided by scale; multiply them by scale (s is an inverse "
+        "temperature: a larger s makes the attention sharper).":
+            torch.softmax(cos.detach() / 5.0, dim=1)})
     expect_close(a5, _ref_attention(f.detach(), g.detach(), 5.0), "the attention with scale=5", atol=1e-6)
+    # the epsilon guard: an all-zero query or support embedding has no direction; its cosine is 0
+    zero_hint = ("||x|| = 0 makes x / ||x|| a 0/0 = NaN: clamp the norm away from zero, "
+                 "x.norm(dim=1, keepdim=True).clamp_min(1e-8), or use F.normalize(x, dim=1), which does.")
+    for where, (fz, gz) in {"query row 1": (_zero_row(f, 1), g.detach()),
+                            "support row 3": (f.detach(), _zero_row(g, 3))}.items():
+        az = fn(fz, gz)
+        expect_type(az, Tensor, "the attention a")
+        expect(bool(torch.isfinite(az).all()),
+               f"an all-zero embedding ({where}) gives NaN or inf in the attention: there is no epsilon "
+               "guard in the normalisation.", zero_hint)
+        expect(_close(az.sum(dim=1), torch.ones(az.shape[0], dtype=az.dtype), 1e-5, 1e-5),
+               f"with an all-zero embedding ({where}) the rows of a do not sum to 1.", zero_hint)
+        expect_close(az, _ref_attention(fz, gz), f"the attention with an all-zero embedding ({where})",
+                     atol=1e-6, hint="an all-zero vector has cosine 0 with everything (after the epsilon guard).")
     # a query equal to one support example attends to it most (a soft nearest neighbour)
     a_same = fn(g.detach()[2:3] * 3.0, g.detach())
     expect(int(a_same.argmax()) == 2, "a query equal to support example 2 (up to length) does not "
            "attend most to it; with cosine similarity it must.")
+
+
+def _zero_row(t: Tensor, row: int) -> Tensor:
+    z = t.detach().clone()
+    z[row] = 0.0
+    return z
 
 
 def cosine_attention(student: Callable) -> Callable:
@@ -147,16 +172,16 @@ def _probe_prototypes(fn: Callable) -> None:
             zz.reshape(n, k, d)[:, 0],
     }
     _named(c, "the prototypes c", mistakes, verb="are")
-    expect_shape(c, (n, d), f"the prototypes c of a {n}-way {k}-shot support set with D={d}",
+    expect_shape(c, (n, d), f"the prototype matrix c of a {n}-way {k}-shot support set with D={d}",
                  hint="one row per class: (n_way, D).")
-    expect_finite(c, "the prototypes c")
-    expect_close(c, ref, "the prototypes c", atol=1e-6)
-    expect_grad(c, "the prototypes c", hint="gradients must reach the encoder through the prototypes.")
+    expect_finite(c, "the prototype matrix c")
+    expect_close(c, ref, "the prototype matrix c", atol=1e-6)
+    expect_grad(c, "the prototype matrix c", hint="gradients must reach the encoder through the prototypes.")
     # 1-shot: the prototype is the example itself; a different N, K, D
     z1 = torch.randn(5, 3, generator=_g(24))
-    expect_close(fn(z1, 5, 1), z1, "the 1-shot prototypes (must equal the support embeddings)", atol=1e-6)
+    expect_close(fn(z1, 5, 1), z1, "the 1-shot prototype matrix (it must equal the support embeddings)", atol=1e-6)
     z2 = torch.randn(4, 7, generator=_g(25))
-    expect_close(fn(z2, 2, 2), _ref_prototypes(z2, 2, 2), "the prototypes of a 2-way 2-shot set (D=7)",
+    expect_close(fn(z2, 2, 2), _ref_prototypes(z2, 2, 2), "the prototype matrix of a 2-way 2-shot set (D=7)",
                  atol=1e-6)
 
 
@@ -183,6 +208,10 @@ def _probe_loss(fn: Callable) -> None:
     expect(isinstance(out, tuple) and len(out) == 2,
            f"return a pair (loss, logits); got {type(out).__name__}"
            + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else "") + ".")
+    first, second = out
+    if (isinstance(first, Tensor) and isinstance(second, Tensor) and first.dim() == 2 and second.dim() == 0):
+        raise Mistake("you returned (logits, loss); return (loss, logits): the loss first, then the "
+                      "logits (the trainer's episode_loss_fn contract).")
     loss, logits = out
     expect_type(loss, Tensor, "the loss")
     expect_type(logits, Tensor, "the logits")
@@ -197,7 +226,7 @@ def _probe_loss(fn: Callable) -> None:
         "the logits are +squared distances; the nearest prototype must get the largest logit, so use "
         "minus the squared distance.": d2,
         "the logits use the Euclidean distance -||z - c||; Prototypical Networks use the *squared* "
-        "distance -||z - c||^2 (that is what makes the classifier linear, section 2.4).": -d2.sqrt(),
+        "distance -||z - c||^2 (that is what makes the classifier linear: section 5 of this chapter, Snell et al. §2.4).": -d2.sqrt(),
         "the logits are +Euclidean distances: use minus the *squared* distance.": d2.sqrt(),
         "the logits are dot products z·c; use minus the squared Euclidean distance.": zqd @ c.T,
         "the logits are probabilities (a softmax was applied); return the raw -squared distances "
@@ -206,9 +235,9 @@ def _probe_loss(fn: Callable) -> None:
             torch.log_softmax(-d2, dim=1),
     }
     _named(logits, "the logits", logit_mistakes, verb="are")
-    expect_shape(logits, (n * q, n), f"the logits for {n * q} queries and {n} classes",
+    expect_shape(logits, (n * q, n), f"the logit matrix for {n * q} queries and {n} classes",
                  hint="one row per query, one column per class (prototype).")
-    expect_close(logits, ref_logits, "the logits", atol=1e-6)
+    expect_close(logits, ref_logits, "the logit matrix", atol=1e-6)
     ce = F.cross_entropy
     loss_mistakes = {
         "the loss is computed on the support set; it must be measured on the query set "
@@ -239,7 +268,7 @@ def _probe_loss(fn: Callable) -> None:
     y2 = torch.arange(5).repeat_interleave(3)
     l2, g2 = fn(zs2, zq2, y2, 5, 1)
     r2, rg2 = _ref_loss(zs2, zq2, y2, 5, 1)
-    expect_close(g2, rg2, "the logits of a 5-way 1-shot episode with 3 queries per class", atol=1e-5)
+    expect_close(g2, rg2, "the logit matrix of a 5-way 1-shot episode with 3 queries per class", atol=1e-5)
     expect_close(l2, r2, "the loss of a 5-way 1-shot episode with 3 queries per class", atol=1e-5)
 
 

@@ -4,8 +4,11 @@ Classic mistakes recognised (each computed, then matched against the student's o
 adding the gradient instead of subtracting it, the forget gate on the gradient term instead of
 on the previous parameters (or the two gates swapped, or no forget gate), preprocessing
 branches swapped, the sign channel missing, the channels in the wrong order, log base 10, a
-NaN at 0 (log 0 times a zero mask), and a meta-learner step that does not detach the learner's
-gradient or loss (a second-order path through them) or that detaches theta itself.
+NaN at 0 (log 0 times a zero mask), and, in the meta-learner step: the learner's gradient or
+loss not detached (a second-order path through them), the half-fix (gradient detached for the
+LSTM's input but not in the update), theta itself detached, the gates given the detached copy
+of theta, the loss and gradient columns swapped in the LSTM's input, h and c swapped, and the
+gates' previous-gate inputs swapped. A wrong step is reported by output (theta_t, h, c, f, i).
 """
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checks import Mistake, diagnose, expect, expect_finite, expect_grad, expect_shape, expect_type, run_check
+from ..checks import (Mistake, diagnose, expect, expect_close, expect_finite, expect_grad, expect_shape,
+                      expect_type, run_check)
 from ..meta_lstm import MetaLSTM, State, cell_update as reference_cell_update
 from ..meta_lstm import meta_learner_step as reference_meta_learner_step
 from ..meta_lstm import preprocess as reference_preprocess
@@ -54,9 +58,19 @@ def _probe_cell_update(fn: Callable) -> None:
     }, atol=1e-12, rtol=1e-10)
     expect_grad(out, "c_t", "Keep c_t a function of c_{t-1}, f and i: no .detach(), .data or no_grad.")
     gc, gf, gi = torch.autograd.grad(out.sum(), (c_prev, f, i), allow_unused=True)
-    expect(gc is not None and torch.allclose(gc, fd), "d c_t / d c_{t-1} should be f_t: the meta-gradient "
+    cut = [name for name, g_ in (("the forget gate f", gf), ("the input gate i", gi),
+                                 ("the previous parameters c_{t-1}", gc)) if g_ is None or not g_.abs().sum() > 0]
+    if cut:
+        listed = cut[0] if len(cut) == 1 else ", ".join(cut[:-1]) + " and " + cut[-1]
+        gate = ("f_t: the meta-learner could not learn its forget gate (W_F, b_F)" if "the forget gate f" in cut
+                else "i_t: the meta-learner could not learn its input gate, the learning rate (W_I, b_I)"
+                if "the input gate i" in cut else "c_{t-1}: the meta-gradient could not reach c_0, "
+                "the learned initialisation")
+        raise Mistake(f"no gradient reaches {listed} (the values are right, but something is detached): "
+                      f"the meta-gradient stops at {gate}.",
+                      "Write c_t = f * c_prev - i * grad with no .detach(), .data or .item() on f, i or c_prev.")
+    expect(torch.allclose(gc, fd), "d c_t / d c_{t-1} should be f_t: the meta-gradient "
            "to c_0 (the initialisation) flows through f_t * c_{t-1}.")
-    expect(gf is not None and gi is not None, "c_t does not depend on both gates f and i.")
 
 
 def cell_update(student: Callable) -> Callable:
@@ -168,35 +182,85 @@ def _inputs(meta: MetaLSTM):
 
 def _variant(meta: MetaLSTM, theta: Tensor, state: State, x_s: Tensor, y_s: Tensor, variant: str):
     """A (possibly wrong) meta-learner step, built from the reference pieces."""
-    leaf = theta if variant in ("second_order", "loss_attached") else theta.detach().requires_grad_()
+    attached = variant in ("second_order", "loss_attached", "half_fix")
+    leaf = theta if attached else theta.detach().requires_grad_()
     loss = F.cross_entropy(meta.learner_forward(leaf, x_s), y_s)
-    (grad,) = torch.autograd.grad(loss, leaf, create_graph=variant == "second_order",
-                                  retain_graph=variant in ("loss_attached", "second_order"))
-    if variant != "second_order":
-        grad = grad.detach()
-    if variant not in ("second_order", "loss_attached"):
-        loss = loss.detach()
-    x = torch.cat([reference_preprocess(grad, meta.p), reference_preprocess(loss.reshape(1), meta.p)
-                   .expand(grad.numel(), 2)], 1)
-    if variant == "raw_state":
-        h, c = state.h, state.c
-        h_new, c_new = meta.lstm(x, (h, c))
-        f, i = meta.gates(h, theta, state.f, state.i)
-        return reference_cell_update(theta, f, i, grad), State(h_new, c_new, f, i)
+    (grad,) = torch.autograd.grad(loss, leaf, create_graph=variant in ("second_order", "half_fix"),
+                                  retain_graph=attached)
+    grad_in = grad if variant == "second_order" else grad.detach()              # into the LSTM
+    grad_up = grad if variant in ("second_order", "half_fix") else grad.detach()  # into the update
+    loss_in = loss if variant in ("second_order", "loss_attached") else loss.detach()
+    g_cols = reference_preprocess(grad_in, meta.p)
+    l_cols = reference_preprocess(loss_in.reshape(1), meta.p).expand(grad.numel(), 2)
+    x = torch.cat([l_cols, g_cols] if variant == "cols_swapped" else [g_cols, l_cols], 1)
     h, c = meta.lstm(x, (state.h, state.c))
-    if variant == "prev_gates_swapped":
-        f, i = meta.gates(h, theta, state.i, state.f)
-    else:
-        f, i = meta.gates(h, theta, state.f, state.i)
-    if variant == "plus":
-        return f * theta + i * grad, State(h, c, f, i)
-    if variant == "theta_detached":
-        return reference_cell_update(theta.detach(), f, i, grad), State(h, c, f, i)
-    return reference_cell_update(theta, f, i, grad), State(h, c, f, i)
+    h_gates = state.h if variant == "raw_state" else c if variant == "hc_swapped" else h
+    if variant == "hc_swapped":  # c, h = meta.lstm(...)
+        h, c = c, h
+    theta_gates = leaf if variant == "gates_leaf" else theta
+    prev = (state.i, state.f) if variant == "prev_gates_swapped" else (state.f, state.i)
+    f, i = meta.gates(h_gates, theta_gates, *prev)
+    base = theta.detach() if variant == "theta_detached" else theta
+    new = f * base + i * grad_up if variant == "plus" else reference_cell_update(base, f, i, grad_up)
+    return new, (State(c, h, f, i) if variant == "hc_swapped_return" else State(h, c, f, i))
 
 
-def _flat(theta_new: Tensor, state: State) -> Tensor:
-    return torch.cat([theta_new.detach().reshape(-1)] + [s.detach().reshape(-1) for s in state])
+_NAMES = ("theta_t", "h", "c", "f", "i")
+_ORDER = ("h", "c", "f", "i", "theta_t")  # the order the step computes them
+_WHAT = {"theta_t": "theta_t (the new parameters)", "h": "h (the first LSTM layer's new hidden state)",
+         "c": "c (the first LSTM layer's new cell state)", "f": "f (the new forget gate)",
+         "i": "i (the new input gate)"}
+_HINT = {"h": "h, c = meta.lstm(inputs, (state.h, state.c)) with inputs of shape (P, 4) = "
+              "[preprocess(grad) | preprocess(loss)]: the gradient's two columns first.",
+         "f": "f, i = meta.gates(h, theta, state.f, state.i), with the *new* h.",
+         "theta_t": "theta_t = cell_update(theta, f, i, grad) = f * theta - i * grad."}
+_HINT["c"], _HINT["i"] = _HINT["h"], _HINT["f"]
+_TOL = dict(atol=1e-10, rtol=1e-8)
+
+
+def _outputs(new: Tensor, state: State) -> dict[str, Tensor]:
+    return {n: t.detach() for n, t in zip(_NAMES, (new, *state))}
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    return a.shape == b.shape and torch.allclose(a.double(), b.double(), **_TOL)
+
+
+def _listing(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+_STEP_MISTAKES = {
+    "it adds the gradient: theta_t = f * theta_{t-1} - i * grad.": "plus",
+    "the gates read the wrong previous gate: f_t takes f_{t-1} and i_t takes i_{t-1} "
+    "(meta.gates(h, theta, state.f, state.i)).": "prev_gates_swapped",
+    "the gates read the *old* first-layer output: run meta.lstm first and give its new h to "
+    "meta.gates.": "raw_state",
+    "the loss and gradient columns are swapped in torch.cat: the LSTM's input is (P, 4) = "
+    "[preprocess(grad) | preprocess(loss)], the gradient's two columns first.": "cols_swapped",
+    "h and c are swapped: nn.LSTMCell returns (h, c) in that order (h, c = meta.lstm(...)), and the "
+    "gates read h, the hidden state, not the cell state c.": "hc_swapped",
+    "h and c are swapped in the returned State: it is State(h, c, f, i), h first.": "hc_swapped_return",
+}
+
+
+def _check_forward(meta: MetaLSTM, theta: Tensor, state: State, x_s: Tensor, y_s: Tensor,
+                   got: dict[str, Tensor]) -> None:
+    want = _outputs(*_variant(meta, theta, state, x_s, y_s, "right"))
+    wrong = [n for n in _ORDER if not _same(got[n], want[n])]
+    if not wrong:
+        return
+    right = [n for n in _ORDER if n not in wrong]
+    which = f"{_listing(wrong)} {'is' if len(wrong) == 1 else 'are'} wrong" + (
+        f" ({_listing(right)} right)" if right else "")
+    for msg, v in _STEP_MISTAKES.items():
+        alt = _outputs(*_variant(meta, theta, state, x_s, y_s, v))
+        if all(_same(got[n], alt[n]) for n in _NAMES):
+            raise Mistake(f"{which}. It looks like {msg}")
+    first = wrong[0]
+    start = f"; start with {first}, the first of them the step computes" if len(wrong) > 1 else ""
+    expect_close(got[first], want[first], f"{which}{start}: {_WHAT[first]}",
+                 hint=_HINT[first], **_TOL)
 
 
 def _jvp(out: Tensor, wrt: Tensor, v: Tensor) -> Tensor | None:
@@ -204,6 +268,25 @@ def _jvp(out: Tensor, wrt: Tensor, v: Tensor) -> Tensor | None:
         return None
     (g,) = torch.autograd.grad((out * v).sum(), wrt, retain_graph=True, allow_unused=True)
     return None if g is None else g
+
+
+_JAC = ("how theta_t changes when theta_{t-1} changes (d theta_t / d theta_{t-1}, the step's Jacobian, "
+        "measured along one random direction)")
+
+_JAC_MISTAKES = {
+    "the learner's gradient is not detached: a second-order path (through the Hessian) runs from "
+    "theta_t back into theta_{t-1}. The paper treats grad_t and L_t as inputs (no second derivatives): "
+    "compute them on theta.detach().requires_grad_() and .detach() them.": "second_order",
+    "the gradient is detached where it enters the LSTM but not in the update (the half-fix): "
+    "cell_update(theta, f, i, grad) still uses the grad computed with create_graph=True, so a "
+    "second-order path (through the Hessian) changes how theta_t depends on theta_{t-1}. Compute grad on "
+    "theta.detach().requires_grad_(), without create_graph, and use the detached grad everywhere.": "half_fix",
+    "the learner's loss L_t enters the LSTM without .detach(): a path runs from the LSTM's input back "
+    "into theta_{t-1}. Detach the loss (and the gradient) before preprocessing them.": "loss_attached",
+    "the gates read the detached copy (leaf) instead of theta: the values are right, but f and i no longer "
+    "change when theta_{t-1} changes, so that part of the meta-gradient is lost. Give meta.gates the "
+    "original theta; the detached copy is only for computing the learner's loss and gradient.": "gates_leaf",
+}
 
 
 def _probe_step(fn: Callable) -> None:
@@ -219,23 +302,14 @@ def _probe_step(fn: Callable) -> None:
     st = State(*st)
     for name, t, shape in zip(("h", "c", "f", "i"), st, ((p, meta.hidden),) * 2 + ((p,),) * 2):
         expect_shape(t, shape, f"the new state's {name}")
-    ref_new, ref_state = _variant(meta, theta, state, x_s, y_s, "right")
-    mistakes = {
-        "it adds the gradient: theta_t = f * theta_{t-1} - i * grad.": "plus",
-        "the gates read the wrong previous gate: f_t takes f_{t-1} and i_t takes i_{t-1} "
-        "(meta.gates(h, theta, state.f, state.i)).": "prev_gates_swapped",
-        "the gates read the *old* first-layer output: run meta.lstm first and give its new h to "
-        "meta.gates.": "raw_state",
-    }
-    diagnose(_flat(new, st), _flat(ref_new, ref_state), "(theta_t, h, c, f, i)",
-             {msg: _flat(*_variant(meta, theta, state, x_s, y_s, v)) for msg, v in mistakes.items()},
-             atol=1e-10, rtol=1e-8)
+    _check_forward(meta, theta, state, x_s, y_s, _outputs(new, st))
+    ref_new, _ = _variant(meta, theta, state, x_s, y_s, "right")
     want_loss = F.cross_entropy(meta.learner_forward(theta.detach(), x_s), y_s)
     expect(isinstance(loss, Tensor) and loss.numel() == 1,
            "the third result should be the learner's support loss L_t, a scalar tensor.")
     diagnose(loss.reshape(()), want_loss, "the returned support loss L_t (at theta_{t-1})",
              atol=1e-10, rtol=1e-8)
-    # the graph: d theta_t / d theta_{t-1} (times a vector), and flow into the meta-parameters
+    # the graph: how theta_t changes with theta_{t-1} (along a vector), and flow into the meta-parameters
     v = torch.randn(p, generator=torch.Generator().manual_seed(2), dtype=D)
     try:
         jac = _jvp(new, theta, v)
@@ -247,21 +321,17 @@ def _probe_step(fn: Callable) -> None:
                       "leaf = theta.detach().requires_grad_(); compute loss and grad on leaf; then "
                       "loss.detach(), grad.detach().") from None
     expect(jac is not None and bool(jac.abs().sum() > 0),
-           "theta_t does not depend on theta_{t-1}: only the learner's *gradient and loss* are detached, "
-           "not theta itself (theta_t = f * theta_{t-1} - i * grad must keep theta_{t-1}'s graph, it "
-           "carries the meta-gradient back to c_0).",
+           "theta_t does not depend on theta_{t-1} (changing theta_{t-1} does not change theta_t): only the "
+           "learner's *gradient and loss* are detached, not theta itself (theta_t = f * theta_{t-1} - i * grad "
+           "must keep theta_{t-1}'s graph, it carries the meta-gradient back to c_0).",
            "Compute the gradient on a detached copy (leaf = theta.detach().requires_grad_()), but use theta "
            "in meta.gates and in the update.")
     ref_jac = _jvp(ref_new, theta, v)
-    diagnose(jac, ref_jac, "d theta_t / d theta_{t-1} (the step's Jacobian, times a vector)", {
-        "the learner's gradient is not detached: a second-order path (through the Hessian) runs from "
-        "theta_t back into theta_{t-1}. The paper treats grad_t and L_t as inputs (no second derivatives): "
-        "compute them on theta.detach().requires_grad_() and .detach() them.":
-            _jvp(_variant(meta, theta, state, x_s, y_s, "second_order")[0], theta, v),
-        "the learner's loss L_t enters the LSTM without .detach(): a path runs from the LSTM's input back "
-        "into theta_{t-1}. Detach the loss (and the gradient) before preprocessing them.":
-            _jvp(_variant(meta, theta, state, x_s, y_s, "loss_attached")[0], theta, v),
-    }, atol=1e-9, rtol=1e-7)
+    diagnose(jac, ref_jac, _JAC,
+             {msg: _jvp(_variant(meta, theta, state, x_s, y_s, v_)[0], theta, v) for msg, v_ in _JAC_MISTAKES.items()},
+             atol=1e-9, rtol=1e-7,
+             hint="The values are right but the graph is not: detach only the learner's loss and gradient, "
+                  "and use theta (not a detached copy) in meta.gates and cell_update.")
     g_meta = torch.autograd.grad(new.sum(), [meta.W_I.weight, meta.lstm.weight_ih], allow_unused=True)
     expect(all(g is not None and g.abs().sum() > 0 for g in g_meta),
            "no gradient reaches the meta-learner's weights (W_I, the LSTM): theta_t must be computed from "

@@ -3,8 +3,9 @@
 Classic mistakes recognised (each computed, then matched against the student's output): the
 update's sign (moving phi away from W~), summing instead of averaging over the task batch,
 leaving out eps, using one task only, modifying phi in place during the inner loop (phi must
-be unchanged), one inner step when k were asked for, every step's gradient taken at phi, and
-support and query mixed up in first-order MAML's direction.
+be unchanged), one inner step when k were asked for, one step too few or too many, every step's
+gradient taken at phi, an adapted W~ that still carries the autograd graph, and support and query
+mixed up in first-order MAML's direction.
 """
 from __future__ import annotations
 
@@ -154,6 +155,8 @@ def _inner_variant(model, phi, x, y, alpha, steps, variant: str) -> Tensor:
         steps = 1
     if variant == "extra_step":
         steps += 1
+    if variant == "one_short":
+        steps -= 1
     if variant == "ascent":
         alpha = -alpha
     if variant == "no_alpha":
@@ -182,12 +185,18 @@ def _probe_inner_loop(fn: Callable) -> None:
     diagnose(_vec(out), want, "W~ after 3 inner steps", {
         "it is W~ after one step only: the loop must take `steps` steps (k = 3 here).": v("one_step"),
         "it took one step too many (k + 1).": v("extra_step"),
+        "one step too few (k - 1 = 2 steps here): `for _ in range(steps)` already gives k steps.":
+            v("one_short"),
         "it moves *up* the gradient: SGD subtracts, w - alpha * grad.": v("ascent"),
         "alpha is missing: each step is w - alpha * grad.": v("no_alpha"),
         "every step uses the gradient at phi: recompute the gradient at the current w at each step.":
             v("grad_at_phi"),
         "W~ equals phi: no step was taken (return the adapted weights).": _vec(saved),
     }, atol=1e-10, rtol=1e-8)
+    kept = [k for k, t in out.items() if t.grad_fn is not None]
+    expect(not kept, f"W~ keeps the autograd graph ({', '.join(repr(k) for k in kept)} have a grad_fn): "
+           "detach it. Reptile needs no graph through the inner loop, and keeping one makes memory grow "
+           "with k.", "Build each step's new weights with (v - alpha * g).detach().")
 
 
 def inner_loop(student: Callable) -> Callable:
