@@ -11,7 +11,8 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 NB     ?= chapters/00_few_shot_tasks.ipynb
 PORT   ?= 8888
-LAB_ARGS ?=
+# Jupyter refuses to start as root unless told; containers and CI often run as root.
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 # Real Omniglot zips (optional): this project's shared data folder when it lies beside the clone.
 export OMNIGLOT_DIR ?= $(wildcard $(abspath ../shared/data/omniglot))
 

@@ -1,4 +1,6 @@
 """Chapter 03's checks: the references pass; each classic MAML mistake is named; stubs are 'not attempted'."""
+import warnings
+
 import pytest
 import torch
 from torch.func import functional_call
@@ -54,6 +56,13 @@ def inner_detached_regrad(model, params, x_s, y_s, alpha, loss_fn, create_graph=
     return {k: v.detach().requires_grad_() for k, v in out.items()}
 
 
+def inner_detached_theta_only(model, params, x_s, y_s, alpha, loss_fn, create_graph=True):
+    """theta detached, gradient kept differentiable: the Jacobian is -alpha H instead of I - alpha H."""
+    loss = loss_fn(functional_call(model, params, (x_s,)), y_s)
+    g = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
+    return {k: p.detach() - alpha * gk for (k, p), gk in zip(params.items(), g)}
+
+
 def inner_ascent(model, params, x_s, y_s, alpha, loss_fn, create_graph=True):
     loss = loss_fn(functional_call(model, params, (x_s,)), y_s)
     g = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
@@ -78,6 +87,7 @@ def test_inner_step_reference_and_a_good_answer_pass():
     (inner_no_create_graph, "create_graph"),
     (inner_detached, "does not carry gradients"),
     (inner_detached_regrad, "does not depend on theta"),
+    (inner_detached_theta_only, "p.detach() - alpha * g"),
     (inner_ascent, "moves up the gradient"),
     (inner_always_second_order, "create_graph=False"),
     (inner_list, "should be a dict"),
@@ -86,6 +96,13 @@ def test_inner_step_mistakes_are_named(fn, phrase):
     assert run(ch03.inner_step, fn) is ch03.reference_inner_step
     assert status("3.1") == "wrong"
     assert phrase in message("3.1")
+
+
+def test_detached_theta_is_not_blamed_on_create_graph():
+    run(ch03.inner_step, inner_detached_theta_only)
+    msg = message("3.1")
+    assert "-alpha H instead of I - alpha H" in msg
+    assert "create_graph" not in msg  # it was passed: no hint about it
 
 
 # --- 3.2 the meta-gradient by hand -------------------------------------------------------------
@@ -200,6 +217,31 @@ def test_maml_step_reference_passes():
 def test_maml_step_mistakes_are_named(fn, phrase):
     run(ch03.maml_step, fn)
     assert status("3.3") == "wrong" and phrase in message("3.3"), message("3.3")
+
+
+def step_returns_tensor(model, meta_opt, tasks, alpha, steps, loss_fn):
+    x_s, y_s, x_q, y_q = tasks
+    meta_opt.zero_grad()
+    theta = dict(model.named_parameters())
+    total = 0.0
+    for i in range(x_s.shape[0]):
+        adapted = theta
+        for _ in range(steps):
+            adapted = ch03.reference_inner_step(model, adapted, x_s[i], y_s[i], alpha, loss_fn)
+        total = total + loss_fn(functional_call(model, adapted, (x_q[i],)), y_q[i])
+    meta_loss = total / x_s.shape[0]
+    meta_loss.backward()
+    meta_opt.step()
+    return meta_loss  # a tensor with a graph, not meta_loss.item()
+
+
+def test_maml_step_returning_a_tensor_is_named_without_torch_warnings():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(ch03.maml_step, step_returns_tensor)
+    assert status("3.3") == "wrong" and "meta_loss.item() (a Python float)" in message("3.3"), message("3.3")
+    assert not [w for w in caught if "ch03" in w.filename or "checks" in w.filename], \
+        [str(w.message) for w in caught]
 
 
 # --- 3.4 first order ------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 Classic mistakes recognised (each computed, then matched against the student's output):
 a missing ``create_graph`` (the meta-gradient loses its Hessian term), support and query
-swapped, an inner step that detaches theta, the meta-optimiser stepping on the adapted
-instead of the initial parameters, a missing ``zero_grad``, and the sign of the Hessian term.
+swapped, an inner step that detaches theta (entirely, or ``p.detach() - alpha * g`` with a gradient
+that keeps its graph: the Jacobian becomes -alpha H instead of I - alpha H), the meta-optimiser
+stepping on the adapted instead of the initial parameters, a missing ``zero_grad``, the sign of the
+Hessian term, and a meta-loss returned as a tensor instead of a Python float.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ..checks import Mistake, diagnose, expect, expect_grad, expect_shape, expect_type, run_check
+from ..checks import (Mistake, diagnose, expect, expect_close, expect_grad, expect_shape, expect_type,
+                      run_check)
 
 __all__ = ["EXERCISES", "inner_step", "linreg_meta_gradient", "maml_step", "fomaml_gradient",
            "reference_inner_step", "reference_linreg_meta_gradient", "reference_maml_step",
@@ -158,11 +161,22 @@ def _probe_inner_step(fn: Callable) -> None:
     expect(jac is not None and bool(jac.abs().sum() > 0),
            "theta' does not depend on theta: the inner step detaches it, so no meta-gradient can flow.",
            "Subtract from the params you were given (not params.detach()), and keep the gradient's graph.")
-    diagnose(jac, jac_ref, "d theta'/d theta (the inner step's Jacobian, times a vector)", {
-        "create_graph is not passed on to torch.autograd.grad, so the gradient is a constant and the "
-        "Jacobian is the identity: the meta-gradient loses its Hessian term (that is first-order MAML).":
-            _vec(v),
-    }, atol=1e-9, rtol=1e-7, hint="torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)")
+    what = "d theta'/d theta (the inner step's Jacobian, times a vector)"
+    if not torch.allclose(jac, jac_ref, atol=1e-9, rtol=1e-7):
+        if torch.allclose(jac, _vec(v), atol=1e-9, rtol=1e-7):
+            raise Mistake(f"{what}: wrong. It looks like create_graph is not passed on to torch.autograd.grad, "
+                          "so the gradient is a constant and the Jacobian is the identity: the meta-gradient "
+                          "loses its Hessian term (that is first-order MAML).",
+                          "torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)")
+        if torch.allclose(jac, jac_ref - _vec(v), atol=1e-9, rtol=1e-7):
+            raise Mistake(f"{what}: wrong. It looks like theta is detached in the update (p.detach() - alpha * g) "
+                          "while the gradient keeps its graph: the Jacobian becomes -alpha H instead of "
+                          "I - alpha H, so the meta-gradient loses its main term, grad L_Q(theta').",
+                          "Subtract from the tensors you were given: p - alpha * g, not p.detach() - alpha * g "
+                          "(nor p.data, nor a copy).")
+        expect_close(jac, jac_ref, what, atol=1e-9, rtol=1e-7,
+                     hint="theta' = p - alpha * g for each (name, p) in params.items(), with g from "
+                          "torch.autograd.grad on the support loss computed with those same tensors.")
     out_fo = fn(model, theta, x_s, y_s, alpha, F.mse_loss, create_graph=False)
     _expect_params_dict(out_fo, theta, "inner_step's result with create_graph=False")
     jac_fo = _jvp(out_fo, theta, v)
@@ -312,10 +326,20 @@ def _probe_maml_step(fn: Callable) -> None:
         mistakes[msg] = stepped
         mistakes[msg.replace("(then stepped)", "(not stepped)")] = adapted_only
     diagnose(got, want, "theta after the meta-step", mistakes, atol=1e-10, rtol=1e-8)
-    expect(isinstance(loss, (float, int)) or (isinstance(loss, Tensor) and loss.numel() == 1),
-           f"maml_step should return the meta-loss as a float, got {type(loss).__name__}.")
-    diagnose(float(loss), want_loss, "the returned meta-loss (mean query loss before the step)",
+    if isinstance(loss, Tensor):
+        expect(loss.numel() == 1, f"maml_step should return the meta-loss as a Python float, got a tensor "
+               f"of shape {tuple(loss.shape)}.", "Return meta_loss.item() (a Python float).")
+        value = loss.detach().item()
+    else:
+        expect(isinstance(loss, (float, int)) and not isinstance(loss, bool),
+               f"maml_step should return the meta-loss as a Python float, got {type(loss).__name__}.",
+               "Return meta_loss.item() (a Python float).")
+        value = float(loss)
+    diagnose(value, want_loss, "the returned meta-loss (mean query loss before the step)",
              atol=1e-10, rtol=1e-8)
+    expect(not isinstance(loss, Tensor),
+           "the meta-step and the meta-loss are right, but maml_step returns a tensor: return "
+           "meta_loss.item() (a Python float), so that callers do not keep the graph alive.")
 
 
 def maml_step(student: Callable) -> Callable:
