@@ -7,23 +7,9 @@ import torch
 from course_utils import checks
 from course_utils.chapter_checks import ch00
 from course_utils.episodes import sample_episode
+from conftest import message, status, stub  # shared check-test helpers
 
 
-@pytest.fixture(autouse=True)
-def fresh():
-    checks.reset()
-
-
-def status(number):
-    return checks.results()[number].status
-
-
-def message(number):
-    return checks.results()[number].message
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError("Exercise 0.x")
 
 
 # --- 0.1 -------------------------------------------------------------------

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 from course_utils import checks, protonet
 from course_utils.chapter_checks import ch02
+from conftest import message, status, stub  # shared check-test helpers
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -16,21 +17,6 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-@pytest.fixture(autouse=True)
-def fresh():
-    checks.reset()
-
-
-def status(number):
-    return checks.results()[number].status
-
-
-def message(number):
-    return checks.results()[number].message
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError("Exercise 2.x")
 
 
 # --- 2.1 cosine attention ------------------------------------------------------

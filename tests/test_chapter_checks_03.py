@@ -7,23 +7,9 @@ from torch.func import functional_call
 
 from course_utils import checks
 from course_utils.chapter_checks import ch03
+from conftest import message, status, stub  # shared check-test helpers
 
 
-@pytest.fixture(autouse=True)
-def fresh():
-    checks.reset()
-
-
-def status(number):
-    return checks.results()[number].status
-
-
-def message(number):
-    return checks.results()[number].message
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError("Exercise 3.x")
 
 
 def run(check, fn):

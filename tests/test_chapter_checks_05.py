@@ -6,23 +6,9 @@ from torch.func import functional_call
 
 from course_utils import checks
 from course_utils.chapter_checks import ch05
+from conftest import message, status, stub  # shared check-test helpers
 
 
-@pytest.fixture(autouse=True)
-def fresh():
-    checks.reset()
-
-
-def status(number):
-    return checks.results()[number].status
-
-
-def message(number):
-    return checks.results()[number].message
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError("Exercise 5.x")
 
 
 # --- 5.1 the outer update ---------------------------------------------------------------------

@@ -5,23 +5,9 @@ import torch.nn.functional as F
 
 from course_utils import checks, leo
 from course_utils.chapter_checks import ch06
+from conftest import message, status, stub  # shared check-test helpers
 
 
-@pytest.fixture(autouse=True)
-def fresh():
-    checks.reset()
-
-
-def status(number):
-    return checks.results()[number].status
-
-
-def message(number):
-    return checks.results()[number].message
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError("Exercise 6.x")
 
 
 # --- 6.1 the latent inner step ------------------------------------------------------------------
