@@ -27,6 +27,16 @@ def pytest_unconfigure(config):
         shutil.rmtree(_CACHE, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Unit tests use tiny tensors: one torch thread is faster (and far faster on a shared CPU).
+    Notebook tests run in their own processes and keep torch's default."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch):
     from course_utils import checks

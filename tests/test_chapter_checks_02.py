@@ -8,13 +8,6 @@ from course_utils.chapter_checks import ch02
 from conftest import message, status, stub  # shared check-test helpers
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is several times faster on a shared 2-core CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 

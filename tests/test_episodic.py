@@ -10,13 +10,6 @@ from course_utils.nets import conv4
 from course_utils.protonet import ProtoNet, protonet_loss, protonet_logits, prototypes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is several times faster on a shared 2-core CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def blob_classes(n_classes=12, n_examples=10, side=28, seed=0, title="blobs"):

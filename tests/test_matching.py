@@ -9,13 +9,6 @@ from course_utils.nets import conv4
 from conftest import toy_classes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is several times faster on a shared 2-core CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_cosine_similarities_by_hand():

@@ -9,13 +9,6 @@ from course_utils.protonet import (ProtoNet, check_class_major, linear_classifie
 from conftest import toy_classes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is several times faster on a shared 2-core CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_prototypes_are_class_means_of_class_major_support():

@@ -12,13 +12,6 @@ from conftest import cuda
 D = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many tiny ops: one thread is several times faster on a shared 2-core CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def mlp_tasks(b=4, n=6, seed=0, hidden=8):
