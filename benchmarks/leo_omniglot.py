@@ -52,6 +52,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--maml-steps", type=int, default=20000)
     ap.add_argument("--maml-alpha", type=float, default=5.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pretrain-minutes", type=float, default=None,
+                    help="stop pre-training after this long (the report says how many steps it ran)")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     for name in ("episodes", "pretrain_steps", "leo_steps", "maml_steps", "hidden", "n_z", "n_way"):
@@ -62,6 +65,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> str:
     args = parse(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     device = pick_device()
     seed_everything(args.seed)
     data = few_shot_data(args.data)
@@ -73,12 +78,14 @@ def main(argv: list[str] | None = None) -> str:
         raise SystemExit(f"--n-pre + --n-meta = {n_pre + n_meta} exceeds the {len(data.train)} meta-train classes.")
     n_test = min(args.n_test or len(data.test), len(data.test))
     pre = dict(data=data.source, classes=class_set_fingerprint(data.train), n_pre=n_pre, seed=args.seed, lr=1e-3,
-               steps=args.pretrain_steps, batch_size=256, hidden=args.hidden)
+               steps=args.pretrain_steps, batch_size=256, hidden=args.hidden, minutes=args.pretrain_minutes)
 
     def pretrain():
         net, hist = baselines.pretrain_embedding(data.train.subset(order[:n_pre]), pre["steps"], pre["batch_size"],
-                                                 pre["lr"], pre["hidden"], device, args.seed)
-        return {"state": {k: v.cpu() for k, v in net.state_dict().items()}, "seconds": hist.seconds}
+                                                 pre["lr"], pre["hidden"], device, args.seed,
+                                                 max_seconds=60 * pre["minutes"] if pre["minutes"] else None)
+        return {"state": {k: v.cpu() for k, v in net.state_dict().items()}, "seconds": hist.seconds,
+                "steps": len(hist.values["loss"])}
 
     stored = load_or_train("bench-leo-pretrain", pre, pretrain)
     emb = nets.conv4(1, args.hidden).to(device)
@@ -124,7 +131,9 @@ def main(argv: list[str] | None = None) -> str:
              f"Data: {data.source} ({data.note.split('.')[0]}).  ",
              f"Machine: {describe_device(device)}, {platform.processor() or platform.machine()}, {os.cpu_count()} "
              f"cores, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; total {time.perf_counter() - t_start:.0f} s.",
-             "", f"Embedding: Conv-4 (hidden {args.hidden}, D = {d}) pre-trained for {args.pretrain_steps} steps on "
+             "", f"Embedding: Conv-4 (hidden {args.hidden}, D = {d}) pre-trained for "
+             f"{stored.get('steps', args.pretrain_steps)} of {args.pretrain_steps} steps (batches of 256, "
+             f"{stored['seconds']:.0f} s) on "
              f"{n_pre} meta-train classes; LEO and MAML meta-trained on {n_meta} other meta-train classes; "
              f"{n_test} meta-test classes; {args.episodes} test episodes, 15 queries per class.", "",
              "| method | " + " | ".join(f"{n}-way {k}-shot" for k in args.shots) + " | training time |",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-ORDER = ["baselines", "metric_omniglot", "maml_speed", "maml_speed_sine", "maml_sine", "maml_omniglot", "meta_lstm_omniglot",
+ORDER = ["compare_all", "baselines", "metric_omniglot", "maml_speed", "maml_speed_sine", "maml_sine", "maml_omniglot", "meta_lstm_omniglot",
          "reptile_omniglot", "leo_omniglot"]
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["baselines.py", "metric_omniglot.py", "maml_speed.py", "maml_omniglot.py",
+SCRIPTS = ["compare_all.py", "baselines.py", "metric_omniglot.py", "maml_speed.py", "maml_omniglot.py",
            "meta_lstm_omniglot.py", "reptile_omniglot.py", "leo_omniglot.py"]
 
 for script in SCRIPTS:

@@ -37,9 +37,12 @@ def pixel_nn_classify(ep: Episode) -> Tensor:
 
 
 def pretrain_embedding(train: ClassSet, steps: int, batch_size: int = 128, lr: float = 1e-3,
-                       hidden: int = 64, device: torch.device | str = "cpu", seed: int = 0
-                       ) -> tuple[nn.Module, History]:
-    """Train Conv-4 + a linear layer to classify all of ``train``'s classes; return the Conv-4 part."""
+                       hidden: int = 64, device: torch.device | str = "cpu", seed: int = 0,
+                       max_seconds: float | None = None) -> tuple[nn.Module, History]:
+    """Train Conv-4 + a linear layer to classify all of ``train``'s classes; return the Conv-4 part.
+
+    ``max_seconds``: stop after that much time even if fewer than ``steps`` steps ran.
+    """
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     n_classes, m = len(train), train.min_examples()
@@ -61,7 +64,7 @@ def pretrain_embedding(train: ClassSet, steps: int, batch_size: int = 128, lr: f
         return {"loss": loss.item(), "acc": (logits.argmax(1).cpu() == c).float().mean().item()}
 
     body.train()
-    hist = train_loop(step, steps, desc="pre-training")
+    hist = train_loop(step, steps, desc="pre-training", max_seconds=max_seconds)
     body.eval()
     return body, hist
 

@@ -71,13 +71,14 @@ def train_episodic(model: nn.Module, episode_loss_fn: EpisodeLoss, train: ClassS
                    device: torch.device | str | None = None, val: ClassSet | None = None,
                    val_every: int = 0, val_episodes: int = 50, val_way: int | None = None,
                    val_shot: int | None = None, lr_halve_every: int = 0, seed: int = 0,
-                   desc: str = "episodic training") -> History:
+                   desc: str = "episodic training", max_seconds: float | None = None) -> History:
     """Train ``model`` in place with Adam on ``steps`` episodes of ``train``; return the History.
 
     Logged per step: ``loss`` and ``acc`` (query accuracy of the training episode). With ``val``
     given, ``val_acc`` (mean accuracy over ``val_episodes`` fixed ``val_way``-way ``val_shot``-shot
     episodes) every ``val_every`` steps and at the end. ``lr_halve_every`` > 0 halves the step size
-    that often (Snell et al. halve it every 2000 episodes).
+    that often (Snell et al. halve it every 2000 episodes). ``max_seconds`` stops training after
+    that much time even if fewer than ``steps`` episodes ran.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
@@ -123,7 +124,7 @@ def train_episodic(model: nn.Module, episode_loss_fn: EpisodeLoss, train: ClassS
                            seed=12345, device=device, desc="validation")
             return {"val_acc": acc.mean}
 
-    return train_loop(step, steps, desc=desc, validate=validate, every=val_every)
+    return train_loop(step, steps, desc=desc, validate=validate, every=val_every, max_seconds=max_seconds)
 
 
 def class_set_fingerprint(classes: ClassSet) -> str:

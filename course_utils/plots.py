@@ -16,7 +16,8 @@ from .episodes import ClassSet, Episode
 from .evaluation import Accuracy
 from .training import History
 
-__all__ = ["use_course_style", "COLORS", "show_episode", "show_classes", "plot_accuracy_vs_shots", "plot_curves"]
+__all__ = ["use_course_style", "COLORS", "show_episode", "show_classes", "plot_accuracy_vs_shots", "plot_method_comparison",
+           "plot_curves"]
 
 def use_course_style(dpi: int = 80) -> None:
     """Modest-resolution PNG figures (notebooks stay small) with light grids."""
@@ -97,6 +98,36 @@ def plot_accuracy_vs_shots(results: Mapping[str, Mapping[int, Accuracy]], n_way:
     ax.set_title(title or f"{n_way}-way accuracy vs shots (mean and 95% interval)")
     ax.legend(frameon=False)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_method_comparison(columns: Mapping[str, Mapping[str, Accuracy]], n_way: int,
+                           title: str | None = None) -> Figure:
+    """One panel per column (e.g. data set): each method's accuracy as a dot with its 95% interval.
+
+    ``columns[column][method]`` is an :class:`Accuracy`; methods keep their order, top to bottom.
+    """
+    if not columns or not all(columns.values()):
+        raise ValueError("plot_method_comparison needs at least one column with at least one method.")
+    methods = list(dict.fromkeys(m for col in columns.values() for m in col))
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns) + 1.8, 0.36 * len(methods) + 1.4),
+                             sharey=True, squeeze=False)
+    for j, (ax, (name, col)) in enumerate(zip(axes[0], columns.items())):
+        for i, m in enumerate(methods):
+            if m in col:
+                mean, half = col[m].as_percent()
+                ax.errorbar(mean, i, xerr=half, fmt="o", color=COLORS[j % len(COLORS)], capsize=3, ms=5)
+        ax.axvline(100 / n_way, color="grey", ls="--", lw=1, label=f"chance (1/{n_way})")
+        ax.set_title(name)
+        ax.set_xlabel("query accuracy (%), 95% interval")
+        ax.grid(alpha=0.3, axis="x")
+        ax.legend(frameon=False, loc="lower left", fontsize=8)
+    axes[0][0].set_yticks(range(len(methods)))
+    axes[0][0].set_yticklabels(methods)
+    axes[0][0].invert_yaxis()
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 

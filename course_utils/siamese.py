@@ -310,9 +310,10 @@ def verification_objective(net: nn.Module, x1: Tensor, x2: Tensor, y: Tensor) ->
 def train_pairs(net: nn.Module, classes: ClassSet, pair_loss: PairLoss, n_steps: int, n_pairs: int = 64,
                 lr: float = 1e-3, sampler: Callable | None = None, seed: int = 0,
                 validate: Callable[[], dict[str, float]] | None = None, every: int = 0,
-                desc: str = "pair training") -> History:
+                desc: str = "pair training", max_seconds: float | None = None) -> History:
     """Adam on ``pair_loss(net, x1, x2, y)`` over ``n_steps`` batches of ``n_pairs`` pairs.
 
+    ``max_seconds`` stops training after that much time even if fewer than ``n_steps`` steps ran.
     ``sampler(classes, n_pairs, generator) -> (x1, x2, y)`` defaults to :func:`sample_pairs`.
     ``validate()`` runs in eval mode every ``every`` steps and at the end; the net is left in eval mode.
     """
@@ -336,6 +337,7 @@ def train_pairs(net: nn.Module, classes: ClassSet, pair_loss: PairLoss, n_steps:
         return out
 
     net.train()
-    hist = train_loop(step, n_steps, desc=desc, validate=val if validate else None, every=every)
+    hist = train_loop(step, n_steps, desc=desc, validate=val if validate else None, every=every,
+                      max_seconds=max_seconds)
     net.eval()
     return hist

@@ -48,13 +48,17 @@ class History:
 
 def train_loop(step: Callable[[int], dict[str, float]], n_steps: int, desc: str = "training",
                validate: Callable[[], dict[str, float]] | None = None, every: int = 0,
-               smooth: float = 0.9) -> History:
+               smooth: float = 0.9, max_seconds: float | None = None) -> History:
     """Call ``step(i)`` for i in 0..n_steps-1 (one optimiser step each, returning metrics).
 
     ``validate()`` runs every ``every`` steps and at the end. The bar shows a smoothed loss.
+    ``max_seconds`` stops training early once that much wall-clock time has passed (a time
+    budget, as in ``benchmarks/compare_all.py``); ``len(hist.steps)`` then says how far it got.
     """
     if n_steps < 1:
         raise ValueError(f"n_steps must be >= 1, got {n_steps}.")
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds must be > 0 (or None for no limit), got {max_seconds!r}.")
     hist, ema, t0 = History(), None, time.perf_counter()
     bar = progress(range(n_steps), desc=desc)
     for i in bar:
@@ -64,8 +68,13 @@ def train_loop(step: Callable[[int], dict[str, float]], n_steps: int, desc: str 
             ema = metrics["loss"] if ema is None else smooth * ema + (1 - smooth) * metrics["loss"]
             if hasattr(bar, "set_postfix") and i % 10 == 0:
                 bar.set_postfix(loss=f"{ema:.3f}")
-        if validate is not None and ((every and (i + 1) % every == 0) or i + 1 == n_steps):
+        out_of_time = max_seconds is not None and time.perf_counter() - t0 >= max_seconds
+        if validate is not None and ((every and (i + 1) % every == 0) or i + 1 == n_steps or out_of_time):
             hist.log(i, **validate())
+        if out_of_time:
+            break
+    if hasattr(bar, "close"):
+        bar.close()
     hist.seconds = time.perf_counter() - t0
     return hist
 

@@ -81,6 +81,20 @@ def test_train_loop_logs_and_validates():
         training.train_loop(step, 0)
 
 
+def test_train_loop_stops_at_its_time_budget(monkeypatch):
+    clock = iter(range(1000))                      # a fake clock: each call is one second later
+    monkeypatch.setattr(training.time, "perf_counter", lambda: float(next(clock)))
+    calls = []
+    hist = training.train_loop(lambda i: calls.append(i) or {"loss": 1.0}, 100, max_seconds=5,
+                               validate=lambda: {"v": 0.0}, every=50)
+    assert calls == [0, 1, 2, 3, 4] and len(hist.values["loss"]) == 5
+    assert hist.steps["v"] == [4]                  # validated once more where it stopped
+    assert len(training.train_loop(lambda i: {"loss": 1.0}, 3, max_seconds=1e9).values["loss"]) == 3
+    for bad in (0, -1.0):
+        with pytest.raises(ValueError, match="max_seconds"):
+            training.train_loop(lambda i: {}, 3, max_seconds=bad)
+
+
 def test_load_or_train_caches_by_config(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
     calls = []

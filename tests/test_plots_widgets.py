@@ -45,6 +45,18 @@ def test_accuracy_vs_shots_bands():
     assert list(ax.lines[0].get_ydata()) == [60.0, 80.0]
 
 
+def test_method_comparison_has_one_panel_per_column():
+    acc = lambda m: Accuracy(m, 0.01, 600)
+    fig = plots.plot_method_comparison({"glyphs": {"a": acc(0.5), "b": acc(0.9)}, "omniglot": {"b": acc(0.8)}},
+                                       n_way=5, title="t")
+    left, right = fig.axes
+    assert [t.get_text() for t in left.get_yticklabels()] == ["a", "b"]
+    assert left.get_title() == "glyphs" and right.get_title() == "omniglot"
+    assert left.lines[-1].get_xdata()[0] == 20.0               # the chance line at 1/5
+    with pytest.raises(ValueError, match="at least one"):
+        plots.plot_method_comparison({"glyphs": {}}, n_way=5)
+
+
 def test_episode_browser_runs_headless(capsys):
     sets = {"toy": toy_classes()}
     box = widgets.episode_browser(sets)
