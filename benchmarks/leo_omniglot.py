@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> str:
         model = leo.LEO(d, n_z=args.n_z, alpha=2.0, eta=0.3).to(device)
         t0 = time.perf_counter()
         train_episodic(model, leo.episode_loss, meta, n, k, 15, steps=args.leo_steps, lr=args.leo_lr,
-                       device=device, seed=args.seed, desc=f"LEO {n}-way {k}-shot")
+                       device=device, seed=args.seed, desc=f"LEO {n}-way {k}-shot", clip_grad_norm=0.1)
         t_leo = time.perf_counter() - t0
         model.eval()
 
@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> str:
              f"{stored.get('steps', args.pretrain_steps)} of {args.pretrain_steps} steps (batches of 256, "
              f"{stored['seconds']:.0f} s) on "
              f"{n_pre} meta-train classes; LEO and MAML meta-trained on {n_meta} other meta-train classes; "
-             f"{n_test} meta-test classes; {args.episodes} test episodes, 15 queries per class.", "",
+             f"{n_test} meta-test classes; {args.episodes} test episodes, 15 queries per class. LEO's gradient norm "
+             "is clipped at 0.1 (as in the official code).", "",
              "| method | " + " | ".join(f"{n}-way {k}-shot" for k in args.shots) + " | training time |",
              "|---|" + "---|" * len(args.shots) + "---|"]
     for name in rows[args.shots[0]]:

@@ -104,6 +104,10 @@ def main(argv: list[str] | None = None) -> str:
              f"| Reptile (this run) | {100 * acc.mean:.2f} ± {100 * acc.ci95:.2f}% |",
              f"| pixel 1-NN (same episodes) | {100 * pixel.mean:.2f} ± {100 * pixel.ci95:.2f}% |",
              f"| Reptile, Nichol et al. 2018 (transductive in brackets), Omniglot | {paper} |", ""]
+    if args.optimizer == "adam":
+        lines += ["Note: the inner Adam (beta1 = 0) starts afresh for every task here; the paper's code restores "
+                  "only the weights after each task, so Adam's moment estimates carry over from task to task in "
+                  "meta-training. That difference is untested here and may account for part of the gap.", ""]
     if args.iters < 100000 or data.source != "omniglot":
         lines.append(f"Note: {args.iters} meta-iterations on {data.source}; the paper ran 100,000 on "
                      "Omniglot, so this run is not a reproduction of its number.")

@@ -71,14 +71,17 @@ def train_episodic(model: nn.Module, episode_loss_fn: EpisodeLoss, train: ClassS
                    device: torch.device | str | None = None, val: ClassSet | None = None,
                    val_every: int = 0, val_episodes: int = 50, val_way: int | None = None,
                    val_shot: int | None = None, lr_halve_every: int = 0, seed: int = 0,
-                   desc: str = "episodic training", max_seconds: float | None = None) -> History:
+                   desc: str = "episodic training", max_seconds: float | None = None,
+                   clip_grad_norm: float | None = None) -> History:
     """Train ``model`` in place with Adam on ``steps`` episodes of ``train``; return the History.
 
     Logged per step: ``loss`` and ``acc`` (query accuracy of the training episode). With ``val``
     given, ``val_acc`` (mean accuracy over ``val_episodes`` fixed ``val_way``-way ``val_shot``-shot
     episodes) every ``val_every`` steps and at the end. ``lr_halve_every`` > 0 halves the step size
     that often (Snell et al. halve it every 2000 episodes). ``max_seconds`` stops training after
-    that much time even if fewer than ``steps`` episodes ran.
+    that much time even if fewer than ``steps`` episodes ran. ``clip_grad_norm`` rescales each
+    step's gradient to at most that norm (LEO's official code clips at 0.1). A loss that turns NaN or
+    infinite stops training with an error instead of silently training on garbage.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
@@ -89,6 +92,8 @@ def train_episodic(model: nn.Module, episode_loss_fn: EpisodeLoss, train: ClassS
         _check_int(name, v, low)
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}.")
+    if clip_grad_norm is not None and not clip_grad_norm > 0:
+        raise ValueError(f"clip_grad_norm must be > 0 (or None for no clipping), got {clip_grad_norm!r}.")
     val_way, val_shot = val_way or n_way, val_shot or k_shot
     sampler = EpisodeSampler(train, n_way, k_shot, q_query, seed=seed)  # checks the request
     if val is not None:
@@ -105,8 +110,14 @@ def train_episodic(model: nn.Module, episode_loss_fn: EpisodeLoss, train: ClassS
         loss, scores = out if isinstance(out, tuple) else (out, None)
         if not (isinstance(loss, Tensor) and loss.dim() == 0):
             raise ValueError("episode_loss_fn must return a scalar loss tensor (or (loss, scores)).")
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"Training diverged at step {i}: the episode loss is {loss.item()}. Lower lr (now {lr}), "
+                "clip the gradients (clip_grad_norm=...), or look for a log of 0 or an exp that overflows.")
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
         opt.step()
         if sched is not None:
             sched.step()

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from course_utils.episodes import ClassSet, sample_episode
 from course_utils.episodic import (class_set_fingerprint, embed_class_set, make_classifier,
@@ -108,3 +109,39 @@ def test_bad_inputs_give_clear_errors():
         train_episodic(model, lambda m, e: (m(e), m(e)), classes, 3, 1, 1, steps=1)
     with pytest.raises(ValueError, match="nn.Module"):
         train_episodic(lambda e: e, protonet_loss, classes, 3, 1, 1, steps=1)
+    with pytest.raises(ValueError, match="clip_grad_norm"):
+        train_episodic(model, protonet_loss, classes, 3, 1, 1, steps=1, clip_grad_norm=0)
+
+
+def test_divergence_stops_training_with_a_clear_error():
+    model, classes = ProtoNet(conv4(hidden=4)), blob_classes()
+
+    def blows_up(m, ep):
+        loss, scores = protonet_loss(m, ep)
+        return (loss * float("nan") if blows_up.calls == 2 else loss), scores
+    blows_up.calls = 0
+
+    def counting(m, ep):
+        blows_up.calls += 1
+        return blows_up(m, ep)
+    with pytest.raises(FloatingPointError, match="diverged at step 1.*clip_grad_norm"):
+        train_episodic(model, counting, classes, 3, 1, 1, steps=5)
+    assert all(torch.isfinite(p).all() for p in model.parameters())   # the NaN step was not applied
+
+
+def test_gradient_clipping_bounds_each_step():
+    seen = []
+
+    def record(optimizer, args, kwargs):               # runs just before every optimiser step
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        seen.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        hurry = lambda m, ep: (1e4 * protonet_loss(m, ep)[0], None)               # huge gradients
+        for clip in (None, 0.5):
+            torch.manual_seed(0)
+            train_episodic(ProtoNet(conv4(hidden=4)), hurry, blob_classes(), 3, 1, 1, steps=3, clip_grad_norm=clip)
+    finally:
+        handle.remove()
+    unclipped, clipped = seen[:3], seen[3:]
+    assert min(unclipped) > 0.5 and max(clipped) <= 0.5 + 1e-4
