@@ -285,7 +285,9 @@ def report(results: list[dict]) -> str:
                      f"(task fingerprint `{r['tasks']}`), 15 queries per class; training budget {r['seconds']:g} s "
                      f"per method, Conv-4 with {r['hidden']} channels.")
     lines += ["", "Accuracy: mean over the episodes ± 95% interval. Every method of a column answered the very "
-              "same episodes. The steps are what the time budget bought each method.", ""]
+              "same episodes. The steps are what the time budget bought each method; they depend on the machine and "
+              "on its load at the time (reruns with `--only` can differ), so look at them before reading much "
+              "into small differences.", ""]
     head = "| chapter | method | " + " | ".join(f"{r['source']} | training steps" for r in results) + " |"
     lines += [head, "|" + "---|" * (2 + 2 * len(results))]
     names = [n for n in METHODS if any(n in r["rows"] for r in results)]
@@ -328,6 +330,7 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", nargs="*", help="run only methods whose name contains one of these")
     ap.add_argument("--out", type=Path, default=OUT, help="folder for the results and the report")
+    ap.add_argument("--report", action="store_true", help="only rebuild the report from the result files")
     args = ap.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     if args.seconds <= 0 or args.episodes < 2 or args.hidden < 1:
@@ -336,7 +339,7 @@ def main(argv: list[str] | None = None) -> str:
         torch.set_num_threads(args.threads)
     device = pick_device()
     args.out.mkdir(parents=True, exist_ok=True)
-    for source in args.source:
+    for source in [] if args.report else args.source:
         if source == "omniglot" and not omniglot.available():
             print(f"skipping omniglot: {omniglot.why_unavailable()}")
             continue

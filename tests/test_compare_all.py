@@ -54,8 +54,9 @@ def test_task_fingerprint_tells_tasks_apart(compare):
     assert compare.task_fingerprint(embedded, 5, seed=0) == fp   # same classes, same draws: same tasks
 
 
-def test_report_without_results_says_what_to_run(compare):
+def test_report_without_results_says_what_to_run(compare, tmp_path):
     assert "run benchmarks/compare_all.py" in compare.report([])
+    assert "No results yet" in compare.main(["--report", "--out", str(tmp_path)])   # trains nothing
 
 
 def test_only_reruns_some_methods_and_keeps_the_others(compare, tmp_path):
