@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -74,10 +73,6 @@ def _learner(s: Setup) -> torch.nn.Module:
     return nets.conv4_classifier(N_WAY, hidden=s.hidden, batch_stats_only=True).to(s.device)
 
 
-def _nearest_prototype(ep: Episode) -> Tensor:
-    return protonet.protonet_logits(ep.query_x, protonet.prototypes(ep.support_x, ep.n_way, ep.k_shot))
-
-
 # ----------------------------------------------------------------------------- the methods
 
 def pixel_nn(s: Setup) -> Trained:
@@ -89,13 +84,8 @@ def linear_head(s: Setup) -> Trained:
     """Chapter 00: pre-train Conv-4 on all meta-train classes; per episode, fit softmax regression."""
     net, hist = baselines.pretrain_embedding(s.data.train, MANY, 64, 2e-3, s.hidden, s.device, s.seed,
                                              max_seconds=s.seconds)
-
-    def classify(ep: Episode) -> Tensor:
-        W, b = baselines.fit_linear_head(ep.support_x.cpu(), ep.support_y.cpu(), ep.n_way)
-        return F.normalize(ep.query_x.cpu().float(), dim=-1) @ W.T + b
-
-    return Trained(classify, embed_class_set(net, s.data.test, s.device), f"{len(hist.values['loss'])} batches of 64",
-                   hist.seconds)
+    return Trained(lambda ep: baselines.linear_head_logits(ep.to("cpu")), embed_class_set(net, s.data.test, s.device),
+                   f"{len(hist.values['loss'])} batches of 64", hist.seconds)
 
 
 def _pairs(s: Setup, net: torch.nn.Module, loss, lr: float) -> tuple[ClassSet, str, float]:
@@ -110,7 +100,7 @@ def siamese_contrastive(s: Setup) -> Trained:
     torch.manual_seed(s.seed)
     net = siamese.SiameseNet(nets.conv4(1, s.hidden)).to(s.device)
     test, steps, sec = _pairs(s, net, siamese.contrastive_objective(8.0), 1e-3)
-    return Trained(_nearest_prototype, test, steps, sec)
+    return Trained(protonet.classify_embedded, test, steps, sec)
 
 
 def koch(s: Setup) -> Trained:
@@ -145,7 +135,7 @@ def prototypical(s: Setup) -> Trained:
     """Chapter 02: Prototypical Networks, 20-way 1-shot training episodes."""
     torch.manual_seed(s.seed)
     test, steps, sec = _episodic(s, protonet.ProtoNet(nets.conv4(1, s.hidden)), protonet.protonet_loss)
-    return Trained(_nearest_prototype, test, steps, sec)
+    return Trained(protonet.classify_embedded, test, steps, sec)
 
 
 def _maml(s: Setup, first_order: bool) -> Trained:

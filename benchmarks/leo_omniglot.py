@@ -94,9 +94,6 @@ def main(argv: list[str] | None = None) -> str:
     test = baselines.embed_classes(emb, data.test.subset(range(n_test)), device=device)
     d = meta.item_shape[0]
 
-    def proto(ep):
-        return protonet.protonet_logits(ep.query_x, protonet.prototypes(ep.support_x, ep.n_way, ep.k_shot))
-
     rows, n = {}, args.n_way
     for k in args.shots:
         torch.manual_seed(args.seed)
@@ -121,7 +118,7 @@ def main(argv: list[str] | None = None) -> str:
         t_maml = time.perf_counter() - t0
 
         ev = dict(classes=test, n_way=n, k_shot=k, n_episodes=args.episodes, device=device, seed=args.seed)
-        rows[k] = {"Prototypical networks (no meta-training)": (evaluate(proto, **ev), 0.0),
+        rows[k] = {"Prototypical networks (no meta-training)": (evaluate(protonet.classify_embedded, **ev), 0.0),
                    f"MAML, linear head ({args.maml_steps} meta-steps)": (evaluate(learner.classify, **ev), t_maml),
                    f"LEO, n_z = {args.n_z} ({args.leo_steps} episodes)":
                        (evaluate(lambda ep: leo.leo_forward(model, ep).logits, **ev), t_leo)}

@@ -22,7 +22,7 @@ from .episodic import embed_class_set
 from .training import History, train_loop
 
 __all__ = ["pixel_nn", "pixel_nn_classify", "pretrain_embedding", "embed_classes", "fit_linear_head",
-           "linear_head_accuracies"]
+           "linear_head_logits", "linear_head_accuracies"]
 
 
 def pixel_nn(support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
@@ -104,9 +104,16 @@ def fit_linear_head(support_f: Tensor, support_y: Tensor, n_way: int, steps: int
     return W.detach(), b.detach()
 
 
+def linear_head_logits(episode: Episode, steps: int = 100) -> Tensor:
+    """Query logits ``(..., NQ, N)`` of a linear head fitted on the support features of each episode.
+
+    Works on one episode or a batch of them; usable as ``classify`` in ``evaluation.evaluate``.
+    """
+    W, b = fit_linear_head(episode.support_x, episode.support_y, episode.n_way, steps)
+    q = F.normalize(episode.query_x.float(), dim=-1)
+    return torch.einsum("...nd,...kd->...nk", q, W) + b.unsqueeze(-2)
+
+
 def linear_head_accuracies(batch: Episode, steps: int = 100) -> Tensor:
     """Per-episode query accuracy of a linear head fitted on each episode's support features."""
-    W, b = fit_linear_head(batch.support_x, batch.support_y, batch.n_way, steps)
-    q = F.normalize(batch.query_x.float(), dim=-1)
-    logits = torch.einsum("...nd,...kd->...nk", q, W) + b.unsqueeze(-2)
-    return (logits.argmax(-1) == batch.query_y).float().mean(-1)
+    return (linear_head_logits(batch, steps).argmax(-1) == batch.query_y).float().mean(-1)

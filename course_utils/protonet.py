@@ -71,6 +71,14 @@ def protonet_logits(z_query: Tensor, c: Tensor) -> Tensor:
     return -squared_distances(z_query, c)
 
 
+def classify_embedded(episode: Episode) -> Tensor:
+    """Query logits of an episode whose examples are already embeddings (nearest prototype).
+
+    For ``evaluation.evaluate`` on a class set embedded once (``episodic.embed_class_set``).
+    """
+    return protonet_logits(episode.query_x, prototypes(episode.support_x, episode.n_way, episode.k_shot))
+
+
 def linear_classifier(c: Tensor) -> tuple[Tensor, Tensor]:
     """The prototypes as a linear layer (Snell et al., section 2.4): ``W = 2 c`` ``(N, D)``, ``b = -||c||^2`` ``(N,)``.
 

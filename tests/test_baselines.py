@@ -46,3 +46,13 @@ def test_pretrain_and_embed_shapes():
     assert len(hist.values["loss"]) == 3 and not net.training
     emb = baselines.embed_classes(net, cs)
     assert emb.x.shape == (6, 20, 8) and emb.names == cs.names
+
+
+def test_linear_head_logits_one_episode_agree_with_the_batched_accuracy():
+    batch = sample_meta_batch(blobs(noise=1.0), 4, 5, 1, 5, torch.Generator().manual_seed(3))
+    one = baselines.linear_head_logits(sample_episode(blobs(noise=1.0), 5, 1, 5, torch.Generator().manual_seed(3)))
+    assert one.shape == (25, 5)
+    logits = baselines.linear_head_logits(batch)
+    assert logits.shape == (4, 25, 5)
+    acc = (logits.argmax(-1) == batch.query_y).float().mean(-1)
+    assert torch.equal(acc, baselines.linear_head_accuracies(batch))

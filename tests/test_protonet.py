@@ -3,7 +3,8 @@ import torch
 
 from course_utils.episodes import sample_episode
 from course_utils.nets import conv4
-from course_utils.protonet import (ProtoNet, check_class_major, linear_classifier, protonet_logits,
+from course_utils.episodes import ClassSet
+from course_utils.protonet import (ProtoNet, check_class_major, classify_embedded, linear_classifier, protonet_logits,
                                    protonet_loss, prototypes, squared_distances)
 
 from conftest import toy_classes
@@ -75,3 +76,14 @@ def test_meta_batch_is_refused():
     mb = sample_meta_batch(toy_classes(side=28), 2, 3, 1, 1)
     with pytest.raises(ValueError, match="task\\(b\\)"):
         ProtoNet(conv4(hidden=4))(mb)
+
+
+def test_classify_embedded_picks_the_nearest_class_mean():
+    g = torch.Generator().manual_seed(0)
+    centres = 5 * torch.randn(6, 1, 3, generator=g)
+    feats = ClassSet(centres + 0.1 * torch.randn(6, 10, 3, generator=g), [f"f/{i}" for i in range(6)], ["f"] * 6, "f")
+    ep = sample_episode(feats, 4, 2, 3, g)
+    logits = classify_embedded(ep)
+    assert logits.shape == (12, 4)
+    assert torch.equal(logits, protonet_logits(ep.query_x, prototypes(ep.support_x, 4, 2)))
+    assert (logits.argmax(1) == ep.query_y).all()
