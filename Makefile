@@ -16,7 +16,7 @@ LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 # Real Omniglot zips (optional): this project's shared data folder when it lies beside the clone.
 export OMNIGLOT_DIR ?= $(wildcard $(abspath ../shared/data/omniglot))
 
-.PHONY: lab test check chapters bench install clean
+.PHONY: lab test check chapters solutions bench bench-notebooks install clean
 
 install: $(STAMP)
 
@@ -33,10 +33,21 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 check: | $(STAMP)
-	COURSE_STRICT=1 $(BIN)/python -m pytest -p no:cacheprovider --nbval-lax -o addopts="" $(NB)
+	COURSE_STRICT=1 $(BIN)/python -m pytest -p no:cacheprovider -p course_utils.nbcheck --nbval-lax -o addopts="" $(NB)
 
 chapters: $(STAMP)
 	$(BIN)/python -m course_utils.exercises solutions chapters
+
+# Re-execute solution notebooks (default: all), save them cleaned, regenerate chapters/:
+#   make solutions SOL="solutions/03_maml.ipynb"
+SOL ?= $(wildcard solutions/*.ipynb)
+solutions: $(STAMP)
+	$(BIN)/python -m course_utils.run_notebooks $(SOL)
+
+# Every solution notebook at the quick budget: wall and CPU seconds against the 180-s budget
+# (exits non-zero over budget; writes benchmarks/out/notebooks.md). Run it on an idle machine.
+bench-notebooks: $(STAMP)
+	$(BIN)/python benchmarks/notebooks.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

@@ -19,17 +19,19 @@ write probes with the ``expect_*`` helpers below, which raise :class:`Mistake`.
 """
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor
 
 __all__ = ["Mistake", "ExerciseError", "strict", "run_check", "report", "results", "reset",
            "expect", "expect_type", "expect_shape", "expect_dtype", "expect_finite", "expect_close",
-           "expect_grad", "diagnose"]
+           "expect_grad", "diagnose", "describe", "expect_device_agnostic"]
 
 
 class Mistake(Exception):
@@ -72,26 +74,186 @@ def _where(exc: BaseException) -> str:
     return f" (at line {f.lineno}: `{(f.line or '').strip()}`)"
 
 
-def _is_stub(exc: BaseException) -> bool:
-    return isinstance(exc, NotImplementedError)
+_STUB = re.compile(r"^Exercise [\w.]+(: |$)")
+
+
+def _is_stub(exc: BaseException, number: str = "") -> bool:
+    """The untouched stub: a ``NotImplementedError`` carrying the stub's own message.
+
+    Any other ``NotImplementedError`` (a partly written answer's own, or torch's "derivative not
+    implemented") is an attempt that went wrong, and is reported as wrong with its line.
+    """
+    return isinstance(exc, NotImplementedError) and bool(_STUB.match(str(exc)))
+
+
+# ----------------------------------------------------------------------------- guarded calls
+
+def describe(obj: Any, depth: int = 0) -> str:
+    """A short description of a value's type and structure, for messages ("a tuple of 2: ...")."""
+    if isinstance(obj, Tensor):
+        return f"a {obj.dtype} tensor of shape {tuple(obj.shape)}" + (
+            f" on {obj.device}" if obj.device.type != "cpu" else "")
+    if isinstance(obj, bool) or obj is None:
+        return repr(obj)
+    if isinstance(obj, (int, float)):
+        return f"a Python {type(obj).__name__} ({obj:.6g})"
+    if isinstance(obj, (tuple, list)):
+        inner = ", ".join(describe(o, depth + 1) for o in obj[:4]) if depth < 2 else "..."
+        more = ", ..." if len(obj) > 4 else ""
+        return f"a {type(obj).__name__} of {len(obj)}" + (f": ({inner}{more})" if obj else "")
+    if isinstance(obj, dict):
+        keys = list(obj)[:5]
+        return f"a dict with keys {keys}{' ...' if len(obj) > 5 else ''}"
+    return f"a {type(obj).__name__}"
+
+
+def _copy(obj: Any) -> Any:
+    """A copy the student may change freely; tensors keep their autograd link to the original."""
+    if isinstance(obj, Tensor):
+        return obj.clone()
+    if isinstance(obj, dict):
+        return type(obj)((k, _copy(v)) for k, v in obj.items()) if type(obj) is dict else obj
+    if isinstance(obj, list):
+        return [_copy(v) for v in obj]
+    if isinstance(obj, tuple) and type(obj) is tuple:
+        return tuple(_copy(v) for v in obj)
+    return obj
+
+
+def _snapshot(obj: Any) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict) and type(obj) is dict:
+        return {k: _snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
+        return [_snapshot(v) for v in obj]
+    return None
+
+
+def _changed(now: Any, before: Any, where: str) -> str:
+    """'' if ``now`` holds what ``before`` recorded, else a description of the first change."""
+    if isinstance(before, Tensor):
+        if not isinstance(now, Tensor) or now.shape != before.shape:
+            return f"`{where}` was replaced or resized"
+        if not torch.equal(torch.nan_to_num(now.detach()), torch.nan_to_num(before)):
+            return f"the values of `{where}` changed"
+        return ""
+    if isinstance(before, dict):
+        if not isinstance(now, dict) or list(now) != list(before):
+            return f"the keys of `{where}` changed (now {list(now) if isinstance(now, dict) else now})"
+        for k in before:
+            msg = _changed(now[k], before[k], f"{where}[{k!r}]")
+            if msg:
+                return msg
+        return ""
+    if isinstance(before, list):
+        if not isinstance(now, (list, tuple)) or len(now) != len(before):
+            return f"the length of `{where}` changed"
+        for i, (a, b) in enumerate(zip(now, before)):
+            msg = _changed(a, b, f"{where}[{i}]")
+            if msg:
+                return msg
+    return ""
+
+
+class _Guarded:
+    """The student's function as the probe calls it.
+
+    Every call gets copies of its inputs (tensors cloned, containers rebuilt), so a function that
+    changes an input in place cannot spoil the probe's reference; afterwards the copies are
+    compared with the originals and a change is reported first and plainly. Exceptions raised
+    inside the student's code are tagged, so that :func:`run_check` can tell them from a check that
+    failed on what the student returned.
+    """
+
+    def __init__(self, fn: Callable, mutates: Iterable[str] = ()):
+        self.fn, self.mutates = fn, set(mutates)
+        self.returned: list[Any] = []
+        self.mutation = ""
+        try:
+            self.signature = inspect.signature(fn)
+        except (TypeError, ValueError):
+            self.signature = None
+        self.__name__ = getattr(fn, "__name__", "your function")
+        self.__wrapped__ = fn
+
+    def _names(self, args: tuple, kwargs: dict) -> dict[str, Any]:
+        if self.signature is not None:
+            try:
+                bound = self.signature.bind(*args, **kwargs)
+                return dict(bound.arguments)
+            except TypeError:
+                pass
+        return {**{f"argument {i + 1}": a for i, a in enumerate(args)}, **kwargs}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        copies_a = tuple(_copy(a) for a in args)
+        copies_k = {k: _copy(v) for k, v in kwargs.items()}
+        named = self._names(copies_a, copies_k)
+        before = {k: _snapshot(v) for k, v in self._names(args, kwargs).items()}
+        try:
+            out = self.fn(*copies_a, **copies_k)
+        except Mistake:
+            raise
+        except BaseException as e:
+            try:
+                e._course_student = True  # raised inside the student's code
+            except AttributeError:
+                pass
+            raise
+        for name, snap in before.items():
+            if snap is None or name in self.mutates:
+                continue
+            change = _changed(named.get(name), snap, name)
+            if change:
+                self.mutation = (
+                    f"your function changed its input `{name}` in place ({change}). Inputs must stay as "
+                    "they were: compute new tensors instead (`x = x - a * g`, not `x -= a * g`, "
+                    "`x.add_(...)`, `x.data = ...` or `x[...] = ...`; build a new dict rather than "
+                    "assigning into the one you were given).")
+                raise Mistake(self.mutation)
+        self.returned.append(out)
+        return out
 
 
 def run_check(number: str, title: str, student: Callable, reference: Callable,
-              probe: Callable[[Callable], None]) -> Callable:
-    """Run ``probe(student)``; report right / not attempted / wrong; return the function to use."""
+              probe: Callable[[Callable], None], mutates: Iterable[str] = ()) -> Callable:
+    """Run ``probe(student)``; report right / not attempted / wrong; return the function to use.
+
+    The probe calls a guarded version of ``student``: inputs are copied per call and a change to
+    them is reported as the mistake (``mutates`` names arguments the exercise is meant to change).
+    An exception inside the student's code is reported with its line; ``NotImplementedError`` counts
+    as "not attempted" only with the stub's own message. If the check itself fails on what the
+    student returned, the message says what was returned instead of blaming the student's code.
+    """
     if _HANDED_OUT.get(number) is student:  # the check cell ran again after handing out the reference
         return _rerun(number, title, reference)
-    try:
-        probe(student)
-    except Mistake as m:
-        msg = m.reason + (f"\n   Hint: {m.hint}" if m.hint else "")
+    if not callable(student):
+        msg = (f"the check needs a function, but the name holds {describe(student)}. Define the "
+               "function in the exercise cell (def ...) and run that cell, then this one.")
         return _finish(Result(number, title, "wrong", msg), student, reference)
-    except NotImplementedError as e:
-        return _finish(Result(number, title, "not attempted", str(e)), student, reference)
+    guard = _Guarded(student, mutates)
+    try:
+        probe(guard)
     except ExerciseError:
         raise
-    except Exception as e:  # the student's code crashed on the check's input
-        msg = f"your code raised {type(e).__name__}: {e}{_where(e)}"
+    except Mistake as m:
+        msg = guard.mutation or (m.reason + (f"\n   Hint: {m.hint}" if m.hint else ""))
+        return _finish(Result(number, title, "wrong", msg), student, reference)
+    except Exception as e:
+        if guard.mutation:
+            return _finish(Result(number, title, "wrong", guard.mutation), student, reference)
+        if getattr(e, "_course_student", False):
+            if _is_stub(e, number):
+                return _finish(Result(number, title, "not attempted", str(e)), student, reference)
+            extra = (" This NotImplementedError is not the exercise's stub, so it counts as an attempt: "
+                     "finish the code or remove that line." if isinstance(e, NotImplementedError) else "")
+            msg = f"your code raised {type(e).__name__}: {e}{_where(e)}.{extra}"
+            return _finish(Result(number, title, "wrong", msg), student, reference)
+        got = describe(guard.returned[-1]) if guard.returned else "nothing yet"
+        msg = (f"the check could not use what your function returned: it returned {got}, and using it "
+               f"failed with {type(e).__name__}: {e}. Compare what you return with what the exercise "
+               "asks for (its type, shape and structure).")
         return _finish(Result(number, title, "wrong", msg), student, reference)
     return _finish(Result(number, title, "right"), student, reference)
 
@@ -190,6 +352,24 @@ def _close(a: Tensor, b: Tensor, atol: float, rtol: float) -> bool:
     return a.shape == b.shape and torch.allclose(a.double().cpu(), b.double().cpu(), atol=atol, rtol=rtol)
 
 
+def _float64_hint(a: Tensor, e: Tensor, atol: float, rtol: float) -> str:
+    """Say "compute in float64" when a float32 answer is right up to float32 rounding."""
+    if a.dtype in (torch.float32, torch.float16, torch.bfloat16) and e.dtype == torch.float64:
+        if a.shape == e.shape and torch.allclose(a.double().cpu(), e.cpu(), atol=1e-4, rtol=1e-3):
+            return (f" Your result is {a.dtype} but the check's inputs are float64: compute in float64 "
+                    "(no .float(), and give new tensors the inputs' dtype, e.g. "
+                    "torch.zeros(..., dtype=x.dtype)).")
+    return ""
+
+
+def _fmt(v: float, other: float) -> str:
+    """Enough digits to show that two numbers differ."""
+    for digits in (6, 9, 12, 17):
+        if f"{v:.{digits}g}" != f"{other:.{digits}g}":
+            return f"{v:.{digits}g}"
+    return f"{v:.17g}"
+
+
 def expect_close(actual: Tensor | float, expected: Tensor | float, what: str, atol: float = 1e-5,
                  rtol: float = 1e-4, hint: str = "") -> None:
     """Values equal within tolerance; otherwise name the first wrong entry."""
@@ -198,12 +378,15 @@ def expect_close(actual: Tensor | float, expected: Tensor | float, what: str, at
         raise Mistake(f"{what} has shape {tuple(a.shape)}, expected {tuple(e.shape)}.", hint)
     if _close(a, e, atol, rtol):
         return
+    f64 = _float64_hint(a, e, atol, rtol)
     if a.dim() == 0:
-        raise Mistake(f"{what} is {a.item():.6g}, expected {e.item():.6g}.", hint)
+        raise Mistake(f"{what} is {_fmt(a.item(), e.item())}, expected {_fmt(e.item(), a.item())}.{f64}",
+                      hint)
     diff = ~torch.isclose(a.double().cpu(), e.double().cpu(), atol=atol, rtol=rtol)
     idx = tuple(diff.nonzero()[0].tolist())
-    raise Mistake(f"{what} differs at index {list(idx)}: got {a[idx].item():.6g}, expected "
-                  f"{e[idx].item():.6g} ({int(diff.sum())} of {a.numel()} entries differ).", hint)
+    ga, ge = a[idx].item(), e[idx].item()
+    raise Mistake(f"{what} differs at index {list(idx)}: got {_fmt(ga, ge)}, expected "
+                  f"{_fmt(ge, ga)} ({int(diff.sum())} of {a.numel()} entries differ).{f64}", hint)
 
 
 def expect_grad(t: Tensor, what: str, hint: str = "") -> None:
@@ -227,3 +410,31 @@ def diagnose(actual: Tensor | float, expected: Tensor | float, what: str,
         if a.shape == w.shape and _close(a, w, atol, rtol):
             raise Mistake(f"{what}: wrong. It looks like {explanation}", hint)
     expect_close(a, e, what, atol, rtol, hint)
+
+
+def expect_device_agnostic(fn: Callable, *args: Any, what: str = "your function", **kwargs: Any) -> None:
+    """Call ``fn`` once with every tensor moved to the ``meta`` device.
+
+    A tensor made without ``device=`` (``torch.eye(n)``, ``torch.zeros(k)``) lands on the CPU and then
+    meets the inputs' device: on a GPU that crashes. The ``meta`` device shows the same mistake on a
+    CPU-only machine. Operations the meta device does not support are not held against the student.
+    """
+    def to_meta(o: Any) -> Any:
+        if isinstance(o, Tensor):
+            return o.detach().to("meta").requires_grad_(o.requires_grad)
+        if isinstance(o, dict):
+            return {k: to_meta(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return type(o)(to_meta(v) for v in o)
+        return o
+    try:
+        fn(*to_meta(args), **to_meta(kwargs))
+    except Mistake:
+        raise
+    except Exception as e:
+        text = str(e)
+        if "meta" in text and "cpu" in text.lower() and "device" in text.lower():
+            raise Mistake(f"{what} makes a tensor on the CPU while its inputs are on another device "
+                          f"({type(e).__name__}: {text.splitlines()[0]}{_where(e)}). On a GPU this "
+                          "crashes.", "Create new tensors on the inputs' device: torch.eye(n, "
+                          "device=x.device, dtype=x.dtype), or torch.zeros_like(x).")

@@ -2,6 +2,14 @@
 
 ``pick_device()`` prefers CUDA, then Apple's MPS, then the CPU; the environment
 variable ``COURSE_DEVICE`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``) overrides it.
+
+``pick_device()`` also applies the course's one thread policy, ``COURSE_THREADS``
+(default 1): how many CPU threads torch uses. One thread is the safe default on a
+2-core laptop that also runs a browser: ``benchmarks/threads.py`` (report in
+``benchmarks/out/threads.md``) finds 2 threads somewhat faster on an idle machine but
+several times slower as soon as another process keeps a core busy, because torch's
+OpenMP threads wait for each other at every operation. ``COURSE_THREADS=0`` keeps
+torch's own default; ``COURSE_THREADS=2`` suits an otherwise idle machine.
 """
 from __future__ import annotations
 
@@ -11,7 +19,7 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["pick_device", "seed_everything", "describe_device"]
+__all__ = ["pick_device", "seed_everything", "describe_device", "apply_thread_policy", "thread_setting"]
 
 
 def _mps_available() -> bool:
@@ -19,8 +27,35 @@ def _mps_available() -> bool:
     return bool(mps is not None and mps.is_available())
 
 
+def thread_setting() -> int:
+    """``$COURSE_THREADS`` as a number: 1 by default, 0 for torch's own default."""
+    value = os.environ.get("COURSE_THREADS", "1").strip() or "1"
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise ValueError(f"COURSE_THREADS={value!r} is not a thread count: use 1 (the default), 2, ... "
+                         "or 0 for torch's own default.")
+    return n
+
+
+_DEFAULT_THREADS = torch.get_num_threads()
+
+
+def apply_thread_policy() -> int:
+    """Set torch's CPU threads from ``COURSE_THREADS`` and return the number now in use."""
+    n = thread_setting()
+    torch.set_num_threads(n if n > 0 else _DEFAULT_THREADS)
+    return torch.get_num_threads()
+
+
 def pick_device(preferred: str | None = None) -> torch.device:
-    """Return the device to compute on: ``preferred`` > ``$COURSE_DEVICE`` > cuda > mps > cpu."""
+    """Return the device to compute on: ``preferred`` > ``$COURSE_DEVICE`` > cuda > mps > cpu.
+
+    Also applies the thread policy (``COURSE_THREADS``, see the module docstring).
+    """
+    apply_thread_policy()
     name = preferred or os.environ.get("COURSE_DEVICE", "").strip()
     if name:
         device = torch.device(name)

@@ -81,6 +81,8 @@ def make_chapter(solution: nbformat.NotebookNode, name: str = "notebook") -> nbf
         if not cell.get("id"):
             cell["id"] = f"cell-{i}"  # stable ids keep regenerated chapters identical
     nb.metadata.pop("widgets", None)
+    from .run_notebooks import KERNELSPEC
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)  # what ipykernel installs: opening it changes nothing
     return nb
 
 

@@ -17,5 +17,11 @@ def quiet() -> bool:
 
 
 def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, leave: bool = False):
-    """Wrap ``iterable`` in a progress bar unless the course is asked to be quiet."""
-    return tqdm(iterable, desc=desc, total=total, leave=leave, disable=quiet(), mininterval=0.5)
+    """Wrap ``iterable`` in a progress bar unless the course is asked to be quiet.
+
+    The bar redraws at most once a second: in Jupyter every redraw is a few widget messages,
+    and a long cell should not leave thousands of them behind (nbval, ``make check``, reads
+    them all after the cell). Bars close without a trace (``leave=False``); the notebooks print
+    a summary line of their own.
+    """
+    return tqdm(iterable, desc=desc, total=total, leave=leave, disable=quiet(), mininterval=1.0)

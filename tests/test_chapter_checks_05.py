@@ -144,8 +144,8 @@ def test_inner_loop_reference_and_a_good_answer_pass():
 @pytest.mark.parametrize("fn, phrase", [
     (inner_one_step, "one step only"),
     (inner_optimizer_on_model, "changed phi in place"),
-    (inner_data_in_place, "changed phi in place"),
-    (inner_autograd_in_place, "updates phi in place"),
+    (inner_data_in_place, "changed its input `phi` in place"),
+    (inner_autograd_in_place, "changed its input `phi` in place"),
     (inner_grad_at_phi, "gradient at phi"),
     (inner_ascent, "*up* the gradient"),
     (inner_one_short, "one step too few"),

@@ -65,7 +65,7 @@ def test_strict_mode_raises(monkeypatch):
         checks.run_check("9.1", "double", lambda x: x + 2, ref_double, probe_double)
 
     def stub(x):
-        raise NotImplementedError("Exercise 9.1")
+        raise NotImplementedError("Exercise 9.1: double x")
     with pytest.raises(checks.ExerciseError, match="not attempted"):
         checks.run_check("9.1", "double", stub, ref_double, probe_double)
     assert checks.run_check("9.1", "double", ref_double, ref_double, probe_double) is ref_double
@@ -93,7 +93,7 @@ def test_expect_helpers():
 
 def test_rerunning_a_check_on_the_handed_out_reference_is_not_a_false_right(capsys):
     def stub(x):
-        raise NotImplementedError("Exercise 9.1")
+        raise NotImplementedError("Exercise 9.1: double x")
     fn = checks.run_check("9.1", "double", stub, ref_double, probe_double)
     assert fn is ref_double
     again = checks.run_check("9.1", "double", fn, ref_double, probe_double)  # the check cell, run twice
