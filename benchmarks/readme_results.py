@@ -2,18 +2,17 @@
 
     .venv/bin/python benchmarks/readme_results.py
 
-Sources: the reports the benchmark scripts wrote (benchmarks/out/*.md) and the notebook wall times
-that `make test` recorded (.pytest_cache/notebook_times.json).
+Sources: the reports the benchmark scripts wrote (benchmarks/out/*.md), the notebook times among
+them (benchmarks/notebooks.py, `make bench-notebooks`).
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-ORDER = ["compare_all", "baselines", "metric_omniglot", "maml_speed", "maml_speed_sine", "maml_sine", "maml_omniglot", "meta_lstm_omniglot",
+ORDER = ["notebooks", "threads", "compare_all", "baselines", "metric_omniglot", "maml_speed", "maml_speed_sine", "maml_sine", "maml_omniglot", "meta_lstm_omniglot",
          "reptile_omniglot", "leo_omniglot"]
 
 
@@ -24,13 +23,6 @@ def _demote(md: str) -> str:
 
 def section() -> str:
     parts = []
-    times = ROOT / ".pytest_cache" / "notebook_times.json"
-    if times.exists():
-        t = json.loads(times.read_text())
-        parts += ["#### Notebook wall times (recorded by `make test`)", "",
-                  "| notebook | seconds |", "|---|---|"]
-        parts += [f"| {name} | {sec:.0f} |" for name, sec in sorted(t.items())]
-        parts.append("")
     out = ROOT / "benchmarks" / "out"
     for name in ORDER + sorted(p.stem for p in out.glob("*.md") if p.stem not in ORDER):
         f = out / f"{name}.md"

@@ -213,7 +213,9 @@ def load_or_train(name: str, config: dict[str, Any], train: Callable[[], T]) -> 
     also covers the code: ``train`` itself, the notebook functions and settings it names (read
     through :func:`code_fingerprint`), the course library's source, and which exercises are solved
     right now, so that neither a changed setting nor a student's own function is ever answered by a
-    model trained without it. A file that fails to load is retrained, not trusted.
+    model trained without it. (So ``train`` should not name lists or dicts that collect results: a
+    change there, harmless to the result, would also retrain.) A file that fails to load is
+    retrained, not trusted.
     """
     full = cache_key(name, config, train)
     path = cache_dir("runs") / f"{name}-{config_key(full)}.pt"
