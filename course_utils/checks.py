@@ -117,12 +117,20 @@ def _copy(obj: Any) -> Any:
         return [_copy(v) for v in obj]
     if isinstance(obj, tuple) and type(obj) is tuple:
         return tuple(_copy(v) for v in obj)
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a NamedTuple (e.g. a learner's state)
+        return type(obj)(*(_copy(v) for v in obj))
     return obj
+
+
+class _Named(dict):
+    """A NamedTuple's snapshot: its fields by name (so a change names ``state.f``)."""
 
 
 def _snapshot(obj: Any) -> Any:
     if isinstance(obj, Tensor):
         return obj.detach().clone()
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return _Named((k, _snapshot(v)) for k, v in zip(obj._fields, obj))
     if isinstance(obj, dict) and type(obj) is dict:
         return {k: _snapshot(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
@@ -137,6 +145,14 @@ def _changed(now: Any, before: Any, where: str) -> str:
             return f"`{where}` was replaced or resized"
         if not torch.equal(torch.nan_to_num(now.detach()), torch.nan_to_num(before)):
             return f"the values of `{where}` changed"
+        return ""
+    if isinstance(before, _Named):
+        if not (isinstance(now, tuple) and getattr(now, "_fields", None) == tuple(before)):
+            return f"`{where}` was replaced by something else"
+        for k, v in zip(now._fields, now):
+            msg = _changed(v, before[k], f"{where}.{k}")
+            if msg:
+                return msg
         return ""
     if isinstance(before, dict):
         if not isinstance(now, dict) or list(now) != list(before):

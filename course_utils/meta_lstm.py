@@ -54,7 +54,7 @@ from torch.func import functional_call
 
 from .maml import Params, check_model, resolve_loss
 
-__all__ = ["preprocess", "cell_update", "State", "MetaLSTM", "meta_learner_step", "GateTrace"]
+__all__ = ["preprocess", "cell_update", "State", "MetaLSTM", "meta_learner_step", "meta_objective", "GateTrace"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -194,6 +194,33 @@ class MetaLSTM(nn.Module):
             (grad,) = torch.autograd.grad(loss, leaf)
         return loss.detach(), grad.detach()
 
+    def by_layer(self, values: Tensor) -> dict[str, Tensor]:
+        """``values`` of shape ``(..., P)`` (one number per coordinate) split by the learner's layers.
+
+        Keys are readable layer names (``conv1, bn1, ..., linear``: the module's type and its rank
+        among modules of that type), values the layer's coordinates, shape ``(..., n_layer)``, weights
+        and biases together.
+        """
+        if not isinstance(values, Tensor) or values.shape[-1:] != (self.n_params,):
+            raise ValueError(f"values must have a last dimension of P = {self.n_params}, got "
+                             f"{tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__}.")
+        short = {nn.Conv2d: "conv", nn.BatchNorm2d: "bn", nn.BatchNorm1d: "bn", nn.Linear: "linear"}
+        label, count = {}, {}
+        for name, module in self.learner.named_modules():
+            kind = short.get(type(module), type(module).__name__.lower())
+            if any(True for _ in module.parameters(recurse=False)):
+                count[kind] = count.get(kind, 0) + 1
+                label[name] = f"{kind}{count[kind]}"
+        if count.get("linear") == 1:
+            label = {k: ("linear" if v == "linear1" else v) for k, v in label.items()}
+        out: dict[str, list[Tensor]] = {}
+        start = 0
+        for n, shape in zip(self.names, self.shapes):
+            k = math.prod(shape)
+            out.setdefault(label[n.rsplit(".", 1)[0] if "." in n else ""], []).append(values[..., start:start + k])
+            start += k
+        return {k: torch.cat(v, dim=-1) for k, v in out.items()}
+
     # --------------------------------------------------------------------- the LSTM
 
     def initial_state(self) -> State:
@@ -311,6 +338,32 @@ def meta_learner_step(meta: MetaLSTM, theta: Tensor, state: State, x_s: Tensor, 
     h, c = meta.lstm(meta.inputs(grad, loss), (state.h, state.c))
     f, i = meta.gates(h, theta, state.f, state.i)
     return cell_update(theta, f, i, grad), State(h, c, f, i), loss
+
+
+def meta_objective(meta: MetaLSTM, x_s: Tensor, y_s: Tensor, x_q: Tensor, y_q: Tensor, steps: int) -> Tensor:
+    """The meta-objective of a meta-batch (Exercise 4.4's reference): a scalar with its graph.
+
+    The inputs have a leading task dimension B (``x_s (B, N*K, ...)``, ``y_s (B, N*K)``, ``x_q (B, N*Q,
+    ...)``, ``y_q (B, N*Q)``). For every task i, from theta_0 = c_0 and a fresh ``meta.initial_state()``
+    (both reset for every task), ``steps`` (T) inner steps of ``meta.step_fn`` on the task's support set
+    give theta_T = theta'_i; the result is the mean over the B tasks of the query loss
+    L_Q(f_{theta'_i}). One graph per task is kept until the caller's backward; ``MetaLSTM.meta_step``
+    back-propagates task by task instead (same gradient, less memory).
+    """
+    _check_steps(steps)
+    if not all(isinstance(t, Tensor) for t in (x_s, y_s, x_q, y_q)) or y_s.dim() != 2 or y_q.dim() != 2:
+        raise ValueError("meta_objective needs a meta-batch with a leading task dimension B, e.g. "
+                         "support_x (B, N*K, 1, 28, 28); for one task use .unsqueeze(0).")
+    if not (x_s.shape[0] == y_s.shape[0] == x_q.shape[0] == y_q.shape[0]):
+        raise ValueError(f"support and query must hold the same number of tasks; got "
+                         f"{x_s.shape[0]}, {y_s.shape[0]}, {x_q.shape[0]}, {y_q.shape[0]}.")
+    losses = []
+    for k in range(x_s.shape[0]):
+        theta, state = meta.c_0, meta.initial_state()
+        for _ in range(steps):
+            theta, state, _ = meta.step_fn(meta, theta, state, x_s[k], y_s[k])
+        losses.append(meta.loss_fn(meta.learner_forward(theta, x_q[k]), y_q[k]))
+    return torch.stack(losses).mean()
 
 
 # ----------------------------------------------------------------------------- input checks

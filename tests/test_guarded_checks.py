@@ -126,3 +126,29 @@ def test_device_less_tensors_are_caught_on_the_meta_device():
     with pytest.raises(checks.Mistake, match="device"):
         checks.expect_device_agnostic(bare_eye, w, what="the penalty")
     checks.expect_device_agnostic(good_eye, w, what="the penalty")
+
+
+def test_named_tuple_inputs_are_copied_and_changes_named_by_field():
+    from typing import NamedTuple
+
+    class State(NamedTuple):
+        h: torch.Tensor
+        c: torch.Tensor
+
+    def ref(state):
+        return state.h + state.c
+
+    def probe(fn):
+        checks.expect_close(fn(State(torch.ones(2), torch.zeros(2))), torch.ones(2), "the sum")
+
+    def in_place(state):
+        state.c.add_(0)  # harmless
+        state.h.mul_(1.0)
+        out = state.h + state.c
+        state.c.add_(1.0)
+        return out
+
+    checks.run_check("9.8", "state", in_place, ref, probe)
+    assert "changed its input `state` in place (the values of `state.c` changed)" in message("9.8")
+    checks.run_check("9.8", "state", lambda state: state.h + state.c, ref, probe)
+    assert status("9.8") == "right"

@@ -8,7 +8,7 @@ from torch import nn
 from torch.func import functional_call
 
 from course_utils import meta_lstm, nets
-from course_utils.meta_lstm import MetaLSTM, State, cell_update, meta_learner_step, preprocess
+from course_utils.meta_lstm import MetaLSTM, State, cell_update, meta_learner_step, meta_objective, preprocess
 
 from conftest import cuda
 
@@ -180,6 +180,60 @@ def test_meta_step_updates_and_lowers_the_loss_on_a_fixed_task():
     assert losses[-1] < losses[0]
 
 
+def _meta_batch(b=3):
+    tasks = [task(seed=s) for s in range(b)]
+    return tuple(torch.stack([t[j] for t in tasks]) for j in range(4))
+
+
+def test_meta_objective_is_the_mean_task_loss_with_state_and_theta_reset_per_task():
+    meta = MetaLSTM(small_learner(), hidden=4, input_bias=(-3.0, -2.0))
+    x_s, y_s, x_q, y_q = _meta_batch()
+    got = meta_objective(meta, x_s, y_s, x_q, y_q, steps=2)
+    want = torch.stack([meta.task_loss(x_s[k], y_s[k], x_q[k], y_q[k], 2) for k in range(3)]).mean()
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    # the same task twice: the same loss each time (nothing carried from one task to the next)
+    twice = tuple(torch.stack([t[0], t[0]]) for t in (x_s, y_s, x_q, y_q))
+    torch.testing.assert_close(meta_objective(meta, *twice, steps=2), meta.task_loss(x_s[0], y_s[0], x_q[0], y_q[0], 2))
+    # and it can fail: the tasks differ
+    assert not torch.allclose(want, meta.task_loss(x_s[0], y_s[0], x_q[0], y_q[0], 2))
+
+
+def test_meta_objective_gradient_matches_meta_step_per_task_backward():
+    meta = MetaLSTM(small_learner(), hidden=4, input_bias=(-3.0, -2.0))
+    batch = _meta_batch()
+    grads = torch.autograd.grad(meta_objective(meta, *batch, steps=2), list(meta.parameters()))
+    opt = torch.optim.SGD(meta.parameters(), lr=0.0)   # lr 0: meta_step leaves the weights, keeps .grad
+    meta.meta_step(opt, *batch, steps=2, clip=None)
+    for g, p in zip(grads, meta.parameters()):
+        torch.testing.assert_close(g, p.grad, rtol=1e-10, atol=1e-12)
+    assert grads[list(dict(meta.named_parameters())).index("c_0")].abs().sum() > 0
+
+
+def test_meta_objective_uses_the_step_function_the_notebook_sets():
+    meta = MetaLSTM(small_learner(), hidden=4)
+    batch = _meta_batch(2)
+    calls = []
+
+    def counting_step(*args):
+        calls.append(1)
+        return meta_learner_step(*args)
+    meta.step_fn = counting_step
+    meta_objective(meta, *batch, steps=3)
+    assert len(calls) == 2 * 3
+
+
+def test_meta_objective_rejects_a_single_task_and_mismatched_batches():
+    meta = MetaLSTM(small_learner(), hidden=3)
+    x_s, y_s, x_q, y_q = task()
+    with pytest.raises(ValueError, match="leading task dimension"):
+        meta_objective(meta, x_s, y_s, x_q, y_q, 1)
+    b = _meta_batch(3)
+    with pytest.raises(ValueError, match="same number of tasks"):
+        meta_objective(meta, b[0], b[1], b[2][:2], b[3][:2], 1)
+    with pytest.raises(ValueError, match="steps"):
+        meta_objective(meta, *b, 0)
+
+
 def test_works_with_the_course_conv_net_and_classifies_episodes():
     learner = nets.conv4_classifier(5, hidden=4, batch_stats_only=True)
     meta = MetaLSTM(learner)
@@ -191,6 +245,34 @@ def test_works_with_the_course_conv_net_and_classifies_episodes():
         query_x = torch.rand(10, 1, 28, 28)
     logits = meta.classify(Ep, steps=2)
     assert logits.shape == (10, 5) and not logits.requires_grad
+
+
+def test_by_layer_splits_the_coordinates_by_layer_in_order():
+    meta = MetaLSTM(nets.conv4_classifier(5, hidden=4, batch_stats_only=True))
+    values = torch.arange(meta.n_params, dtype=D).expand(2, -1)
+    parts = meta.by_layer(values)
+    assert list(parts) == ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "conv4", "bn4", "linear"]
+    torch.testing.assert_close(torch.cat(list(parts.values()), dim=-1), values)
+    assert parts["bn1"].shape == (2, 8)                      # weight and bias of 4 channels
+    two = MetaLSTM(small_learner()).by_layer(torch.zeros(4 * 6 + 6 + 6 * 3 + 3))
+    assert list(two) == ["linear1", "linear2"]
+    with pytest.raises(ValueError, match="last dimension"):
+        meta.by_layer(torch.zeros(3))
+
+
+def test_the_chapter_figures_draw():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from course_utils import plots
+    g = torch.logspace(-9, 0, 50, dtype=D) * torch.tensor([1.0, -1.0]).repeat(25)
+    figs = [plots.meta_lstm_gradient_histogram(torch.cat([g, torch.zeros(3, dtype=D)]), p=10.0),
+            plots.meta_lstm_preprocessing_figure(preprocess, p=10.0),
+            plots.meta_lstm_gates_figure(torch.rand(4, 3, 20), torch.rand(4, 3, 20), torch.rand(4, 3))]
+    assert [len(f.axes) for f in figs] == [1, 2, 3]
+    assert figs[2].axes[0].get_xlabel() == "inner step t" and figs[1].axes[0].get_xscale() == "log"
+    for f in figs:
+        plt.close(f)
 
 
 @cuda

@@ -1,14 +1,29 @@
-"""Checks for chapter 04 (the Meta-learner LSTM): the cell-state update, the preprocessing, one step.
+"""Checks for chapter 04 (the Meta-learner LSTM): the cell-state update, the preprocessing, one inner
+step, and the meta-objective of a meta-batch.
 
-Classic mistakes recognised (each computed, then matched against the student's output):
-adding the gradient instead of subtracting it, the forget gate on the gradient term instead of
-on the previous parameters (or the two gates swapped, or no forget gate), preprocessing
-branches swapped, the sign channel missing, the channels in the wrong order, log base 10, a
-NaN at 0 (log 0 times a zero mask), and, in the meta-learner step: the learner's gradient or
-loss not detached (a second-order path through them), the half-fix (gradient detached for the
-LSTM's input but not in the update), theta itself detached, the gates given the detached copy
-of theta, the loss and gradient columns swapped in the LSTM's input, h and c swapped, and the
-gates' previous-gate inputs swapped. A wrong step is reported by output (theta_t, h, c, f, i).
+Each probe calls the student's function on small float64 inputs in which every argument matters
+(so that ignoring one changes the answer), compares the result with the reference, and, when it
+differs, first tries the classic mistakes of the chapter's Pitfalls (each computed, then matched
+against the student's output) so that the message can name the mistake:
+
+- 4.1: the gradient added instead of subtracted, the forget and input gates swapped, a gate missing
+  or on the wrong term, ``1 - f`` for ``f``, the gates squashed by a sigmoid a second time, and
+  gradient paths cut (``.detach()``) to the gates or to ``c_{t-1}``;
+- 4.2: the branches swapped, the wrong threshold (``e^p``, ``10^-p``, ``p``), ``p`` ignored or used in
+  one place only, the sign and log channels swapped, the sign channel missing or holding ``x``,
+  log base 10, the tiny branch unscaled, ``log`` of a negative number, a NaN at 0, the wrong dtype;
+- 4.3: the learner's gradient or loss not detached (a second-order path; the paper's Section 3.2
+  treats them as inputs), the half-fix, theta itself detached, the gates given the detached copy,
+  the gradient added, the gates swapped or not squashed by a sigmoid, the support loss summed
+  instead of averaged, ``meta.p`` ignored, the given state or theta ignored, the loss and gradient
+  columns swapped, h and c swapped, the previous gates swapped, a plain tuple instead of a State;
+- 4.4: support and query swapped or mixed up, the learner's theta or the LSTM's state not reset
+  between tasks, the task losses summed instead of averaged, the query loss summed, the wrong
+  number of inner steps, only one task counted, the query loss averaged over all steps, no
+  meta-gradient into c_0 or the LSTM.
+
+Inputs changed in place are reported plainly (the guard of :func:`checks.run_check`; the LSTM's
+``State`` and the meta-learner's own parameters are compared here too).
 """
 from __future__ import annotations
 
@@ -19,20 +34,61 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checks import (Mistake, diagnose, expect, expect_close, expect_finite, expect_grad, expect_shape,
-                      expect_type, run_check)
+from ..checks import (Mistake, describe, diagnose, expect, expect_close, expect_device_agnostic,
+                      expect_finite, expect_grad, run_check)
 from ..meta_lstm import MetaLSTM, State, cell_update as reference_cell_update
 from ..meta_lstm import meta_learner_step as reference_meta_learner_step
+from ..meta_lstm import meta_objective as reference_meta_objective
 from ..meta_lstm import preprocess as reference_preprocess
 
-__all__ = ["EXERCISES", "cell_update", "preprocess", "meta_learner_step", "reference_cell_update",
-           "reference_preprocess", "reference_meta_learner_step"]
+__all__ = ["EXERCISES", "cell_update", "preprocess", "meta_learner_step", "meta_objective",
+           "reference_cell_update", "reference_preprocess", "reference_meta_learner_step",
+           "reference_meta_objective"]
 
-EXERCISES = ["4.1", "4.2", "4.3"]
+EXERCISES = ["4.1", "4.2", "4.3", "4.4"]
 D = torch.float64
 
 
+def _listing(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _need_tensor(obj, what: str, expected: str, hint: str = "") -> None:
+    """A clear message when the student returned something other than one tensor."""
+    if isinstance(obj, Tensor):
+        return
+    extra = ""
+    if isinstance(obj, (tuple, list)) and obj and all(isinstance(o, Tensor) for o in obj):
+        extra = f" Return one tensor, not a {type(obj).__name__} of tensors."
+    elif isinstance(obj, float):
+        extra = " A Python float has no graph (.item()?): return the tensor itself."
+    raise Mistake(f"{what} should be a torch.Tensor {expected}, but your function returned "
+                  f"{describe(obj)}.{extra}", hint)
+
+
 # ----------------------------------------------------------------------------- 4.1
+
+def _cell_mistakes(c: Tensor, f: Tensor, i: Tensor, g: Tensor) -> dict[str, Tensor]:
+    return {
+        "the gradient is added: the candidate is c~_t = -grad, so c_t = f * c_{t-1} - i * grad "
+        "(a step *down* the loss).": f * c + i * g,
+        "the forget and input gates are swapped: the forget gate f scales c_{t-1}, the input gate i "
+        "scales the candidate -grad.": i * c - f * g,
+        "the forget and input gates are swapped and the gradient is added: c_t = f * c_{t-1} - i * grad.":
+            i * c + f * g,
+        "the forget gate multiplies the gradient term instead of the previous parameters: "
+        "c_t = f * c_{t-1} - i * grad.": c - f * i * g,
+        "the forget gate is missing: c_t = f * c_{t-1} - i * grad (with f = 1 this is SGD).": c - i * g,
+        "the forget gate multiplies the whole update: c_t = f * c_{t-1} - i * grad, not "
+        "f * (c_{t-1} - i * grad).": f * (c - i * g),
+        "the input gate is missing: it is the learning rate, c_t = f * c_{t-1} - i * grad.": f * c - g,
+        "the previous parameters c_{t-1} are missing: c_t = f * c_{t-1} - i * grad.": -i * g,
+        "the forget gate is used as 1 - f (a decay rate); in the LSTM f multiplies c_{t-1} directly "
+        "(f = 1 keeps the parameters).": (1 - f) * c - i * g,
+        "the gates are squashed by a sigmoid again: f and i are already gate values (sigmoid outputs, "
+        "in (0, 1)); multiply by them directly.": torch.sigmoid(f) * c - torch.sigmoid(i) * g,
+    }
+
 
 def _probe_cell_update(fn: Callable) -> None:
     g = torch.Generator().manual_seed(0)
@@ -42,35 +98,35 @@ def _probe_cell_update(fn: Callable) -> None:
     i = (0.5 * torch.rand(p, generator=g, dtype=D)).requires_grad_()
     grad = torch.randn(p, generator=g, dtype=D)
     out = fn(c_prev, f, i, grad)
-    expect_shape(out, (p,), "c_t", "Every operation is element-wise: c_t has the shape of c_{t-1}.")
+    _need_tensor(out, "cell_update's result c_t", "of shape (P,), the new parameters")
+    if tuple(out.shape) != (p,):
+        raise Mistake(f"c_t has shape {tuple(out.shape)}, expected ({p},) (the shape of c_prev).",
+                      "Every operation is element-wise: c_t has the shape of c_{t-1}.")
     c, fd, id_ = c_prev.detach(), f.detach(), i.detach()
-    diagnose(out, reference_cell_update(c, fd, id_, grad), "c_t (the new parameters)", {
-        "the gradient is added: the candidate is c~_t = -grad, so c_t = f * c_{t-1} - i * grad "
-        "(a step *down* the loss).": fd * c + id_ * grad,
-        "the forget gate multiplies the gradient term instead of the previous parameters: "
-        "c_t = f * c_{t-1} - i * grad.": c - fd * id_ * grad,
-        "the gates are swapped: the forget gate f scales c_{t-1}, the input gate i scales the "
-        "candidate -grad.": id_ * c - fd * grad,
-        "the forget gate is missing: c_t = f * c_{t-1} - i * grad (with f = 1 this is SGD).": c - id_ * grad,
-        "the forget gate multiplies the whole update: c_t = f * c_{t-1} - i * grad, not "
-        "f * (c_{t-1} - i * grad).": fd * (c - id_ * grad),
-        "the input gate is missing: it is the learning rate, c_t = f * c_{t-1} - i * grad.": fd * c - grad,
-    }, atol=1e-12, rtol=1e-10)
+    diagnose(out, reference_cell_update(c, fd, id_, grad), "c_t (the new parameters)",
+             _cell_mistakes(c, fd, id_, grad), atol=1e-12, rtol=1e-10)
     expect_grad(out, "c_t", "Keep c_t a function of c_{t-1}, f and i: no .detach(), .data or no_grad.")
     gc, gf, gi = torch.autograd.grad(out.sum(), (c_prev, f, i), allow_unused=True)
     cut = [name for name, g_ in (("the forget gate f", gf), ("the input gate i", gi),
                                  ("the previous parameters c_{t-1}", gc)) if g_ is None or not g_.abs().sum() > 0]
     if cut:
-        listed = cut[0] if len(cut) == 1 else ", ".join(cut[:-1]) + " and " + cut[-1]
         gate = ("f_t: the meta-learner could not learn its forget gate (W_F, b_F)" if "the forget gate f" in cut
                 else "i_t: the meta-learner could not learn its input gate, the learning rate (W_I, b_I)"
                 if "the input gate i" in cut else "c_{t-1}: the meta-gradient could not reach c_0, "
                 "the learned initialisation")
-        raise Mistake(f"no gradient reaches {listed} (the values are right, but something is detached): "
+        raise Mistake(f"no gradient reaches {_listing(cut)} (the values are right, but something is detached): "
                       f"the meta-gradient stops at {gate}.",
                       "Write c_t = f * c_prev - i * grad with no .detach(), .data or .item() on f, i or c_prev.")
     expect(torch.allclose(gc, fd), "d c_t / d c_{t-1} should be f_t: the meta-gradient "
            "to c_0 (the initialisation) flows through f_t * c_{t-1}.")
+    # a second, unrelated set of values (f below i here): no constant may stand in for an argument
+    c2, f2, i2, g2 = (torch.randn(5, generator=g, dtype=D), 0.3 * torch.rand(5, generator=g, dtype=D),
+                      0.6 + 0.3 * torch.rand(5, generator=g, dtype=D), torch.randn(5, generator=g, dtype=D))
+    out2 = fn(c2, f2, i2, g2)
+    _need_tensor(out2, "cell_update's result c_t", "of shape (P,)")
+    diagnose(out2, reference_cell_update(c2, f2, i2, g2), "c_t on a second set of inputs (P = 5)",
+             _cell_mistakes(c2, f2, i2, g2), atol=1e-12, rtol=1e-10)
+    expect_device_agnostic(fn, c2, f2, i2, g2, what="cell_update")
 
 
 def cell_update(student: Callable) -> Callable:
@@ -80,48 +136,62 @@ def cell_update(student: Callable) -> Callable:
 
 # ----------------------------------------------------------------------------- 4.2
 
-def _pre_variant(x: Tensor, p: float, variant: str) -> Tensor:
-    big = x.abs() >= math.exp(-p)
-    logx = torch.log(x.abs().clamp_min(math.exp(-p)))
-    small_pair = (torch.full_like(x, -1.0), math.exp(p) * x)
-    if variant == "swapped":  # the big branch's formula where x is small and the reverse
-        logs = torch.log(x.abs().clamp_min(1e-300)) / p
-        first = torch.where(big, small_pair[0], logs)
-        second = torch.where(big, small_pair[1], torch.sign(x))
-        return torch.stack([first, second], -1)
-    if variant == "no_sign":
-        return torch.stack([torch.where(big, logx / p, small_pair[0]),
-                            torch.where(big, torch.ones_like(x), small_pair[1])], -1)
-    if variant == "x_not_sign":
-        return torch.stack([torch.where(big, logx / p, small_pair[0]),
-                            torch.where(big, x, small_pair[1])], -1)
-    if variant == "order":
-        return reference_preprocess(x, p).flip(-1)
-    if variant == "log10":
-        return torch.stack([torch.where(big, logx / math.log(10) / p, small_pair[0]),
-                            torch.where(big, torch.sign(x), small_pair[1])], -1)
-    if variant == "no_p":
-        return torch.stack([torch.where(big, logx, small_pair[0]),
-                            torch.where(big, torch.sign(x), small_pair[1])], -1)
-    if variant == "small_no_scale":
-        return torch.stack([torch.where(big, logx / p, small_pair[0]),
-                            torch.where(big, torch.sign(x), x)], -1)
-    raise ValueError(variant)
+def _pre(x: Tensor, p: float, *, thr: float | None = None, log_scale: float | None = None,
+         tiny_scale: float | None = None, log_base: float = math.e, sign=None, tiny_first: float = -1.0,
+         swap_branches: bool = False) -> Tensor:
+    """The preprocessing with one piece changed (the defaults give the reference)."""
+    thr = math.exp(-p) if thr is None else thr
+    log_scale = p if log_scale is None else log_scale
+    tiny_scale = math.exp(p) if tiny_scale is None else tiny_scale
+    big = x.abs() >= thr
+    if swap_branches:
+        big = ~big
+    logs = torch.log(x.abs().clamp_min(1e-300)) / math.log(log_base) / log_scale
+    second_big = torch.sign(x) if sign is None else sign(x)
+    return torch.stack([torch.where(big, logs, torch.full_like(x, tiny_first)),
+                        torch.where(big, second_big, tiny_scale * x)], -1)
 
 
-_PRE_MISTAKES = {
-    "swapped": "the two branches are swapped: use (log|x| / p, sign x) when |x| >= e^-p (large values) and "
-               "(-1, e^p x) when |x| < e^-p (tiny values).",
-    "no_sign": "the sign channel is missing: for |x| >= e^-p the second entry is sign(x), so that +g and "
-               "-g (same log|x|) stay distinguishable.",
-    "x_not_sign": "the second channel holds x itself on the large branch; it should be sign(x) (x spans "
-                  "many orders of magnitude, which is what the preprocessing avoids).",
-    "order": "the two channels are in the wrong order: (log|x| / p, sign x), i.e. out[..., 0] is the "
-             "log part and out[..., 1] the sign part.",
-    "log10": "it uses log base 10; the formula uses the natural log (torch.log).",
-    "no_p": "log|x| is not divided by p.",
-    "small_no_scale": "on the tiny branch the second entry is e^p * x, not x.",
-}
+def _pre_mistakes(x: Tensor, p: float) -> dict[str, Tensor]:
+    e = math.exp
+    return {
+        "the two branches are swapped: use (log|x| / p, sign x) when |x| >= e^-p (large values) and "
+        "(-1, e^p x) when |x| < e^-p (tiny values).": _pre(x, p, swap_branches=True),
+        "the sign and log parts are swapped (the channels are in the wrong order): out[..., 0] is the "
+        "log part log|x| / p and out[..., 1] the sign part sign(x).": reference_preprocess(x, p).flip(-1),
+        "the threshold is e^p instead of e^-p: a value is 'tiny' when |x| < e^-p (math.exp(-p)).":
+            _pre(x, p, thr=e(p)),
+        "the threshold is 10^-p; the formula uses e^-p (math.exp(-p)).": _pre(x, p, thr=10.0 ** -p),
+        "the threshold is p itself; a value is 'tiny' when |x| < e^-p (math.exp(-p)).": _pre(x, p, thr=p),
+        "the threshold is e^(-1/p); a value is 'tiny' when |x| < e^-p (math.exp(-p)).": _pre(x, p, thr=e(-1 / p)),
+        "the log part takes x, not |x|: for a negative x it is log|x| / p (x.abs()).":
+            torch.stack([torch.where(x.abs() >= e(-p), torch.log(x.clamp_min(e(-p))) / p, torch.full_like(x, -1.0)),
+                         _pre(x, p)[..., 1]], -1),
+        "the sign channel is missing: for |x| >= e^-p the second entry is sign(x), so that +g and -g "
+        "(same log|x|) stay distinguishable.": _pre(x, p, sign=torch.ones_like),
+        "the second channel holds x itself on the large branch; it should be sign(x) (x spans many "
+        "orders of magnitude, which is what the preprocessing avoids).": _pre(x, p, sign=lambda t: t),
+        "it uses log base 10; the formula uses the natural log (torch.log).": _pre(x, p, log_base=10.0),
+        "log|x| is not divided by p.": _pre(x, p, log_scale=1.0),
+        "on the tiny branch the second entry is e^p * x, not x.": _pre(x, p, tiny_scale=1.0),
+        "on the tiny branch the second entry is e^p * x (math.exp(p) * x), not x / e^p.":
+            _pre(x, p, tiny_scale=e(-p)),
+        "on the tiny branch the first entry is -1 (the log part at the threshold), not 0.":
+            _pre(x, p, tiny_first=0.0),
+        "on the tiny branch the second entry is e^p * x, keeping x's sign, not e^p * |x|.":
+            torch.stack([_pre(x, p)[..., 0], torch.where(x.abs() >= e(-p), torch.sign(x), e(p) * x.abs())], -1),
+    }
+
+
+def _p_mistakes(x: Tensor, p: float) -> dict[str, Tensor]:
+    return {
+        "p is not used (is 10 hard-coded?): the threshold is e^-p and the scales 1/p and e^p.":
+            reference_preprocess(x, 10.0),
+        "p is used in the threshold only: the scales are 1/p (log part) and e^p (tiny branch) too, "
+        "with the same p.": _pre(x, p, log_scale=10.0, tiny_scale=math.exp(10.0)),
+        "p is used in the scales but not in the threshold (is e^-10 hard-coded?): tiny means |x| < e^-p.":
+            _pre(x, p, thr=math.exp(-10.0)),
+    }
 
 
 def _probe_preprocess(fn: Callable) -> None:
@@ -129,26 +199,59 @@ def _probe_preprocess(fn: Callable) -> None:
     x = torch.tensor([[0.0, 1e-7, -2e-6, 3e-5, math.exp(-p)],
                       [-4e-4, 0.02, -0.7, 3.0, -1e5]], dtype=D)
     out = fn(x, p)
-    expect_type(out, Tensor, "preprocess's result")
+    if isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(o, Tensor) for o in out):
+        raise Mistake(f"preprocess returned the two channels as a {type(out).__name__} ({describe(out)}); "
+                      "return one tensor with the channels on a new last dimension.",
+                      "torch.stack([first, second], dim=-1).")
+    _need_tensor(out, "preprocess's result", f"of shape x.shape + (2,) = {tuple(x.shape) + (2,)}")
     if out.shape == x.shape:
         raise Mistake("the result has the shape of x: each value becomes *two* numbers, so the result "
                       "has shape x.shape + (2,) (the sign channel is missing?).",
                       "torch.stack([first, second], dim=-1).")
-    expect_shape(out, tuple(x.shape) + (2,), "preprocess(x)", "Stack the two channels on a new last "
-                 "dimension: torch.stack([first, second], dim=-1).")
-    expect(out.dtype == x.dtype, f"preprocess(x) has dtype {out.dtype}; keep the input's ({x.dtype}).")
+    if tuple(out.shape) == (2,) + tuple(x.shape):
+        raise Mistake(f"the result has shape {tuple(out.shape)}: the two channels are stacked on the first "
+                      f"dimension; they go on a new *last* dimension, shape {tuple(x.shape) + (2,)}.",
+                      "torch.stack([first, second], dim=-1).")
+    if tuple(out.shape) != tuple(x.shape) + (2,):
+        raise Mistake(f"preprocess(x) has shape {tuple(out.shape)}, expected {tuple(x.shape) + (2,)}.",
+                      "Stack the two channels on a new last dimension: torch.stack([first, second], dim=-1).")
+    expect(out.dtype == x.dtype, f"preprocess(x) has dtype {out.dtype}; keep the input's ({x.dtype}): "
+           "build new tensors with torch.full_like(x, ...) or dtype=x.dtype.")
+    bad = ~torch.isfinite(out).all(-1)
+    if bad.any() and bool((x[bad] < 0).all()) and not bool((x[bad] == 0).any()):
+        raise Mistake("preprocess(x) is NaN for negative x: it takes the log of x itself; the log part is "
+                      "log|x| / p.", "torch.log(x.abs().clamp_min(math.exp(-p))) / p.")
     expect_finite(out, "preprocess(x) at x = 0 or a tiny value",
                   "log(0) is -inf, and 0 * (-inf) is NaN: do not multiply by a mask, choose the branch with "
                   "torch.where, and take the log of x.abs().clamp_min(math.exp(-p)) so it is never log 0.")
-    want = reference_preprocess(x, p)
-    diagnose(out, want, "preprocess(x)", {_PRE_MISTAKES[v]: _pre_variant(x, p, v) for v in _PRE_MISTAKES},
-             atol=1e-9, rtol=1e-9)
-    x2 = torch.tensor([0.0, 0.05, -0.002, 1e-4], dtype=D)
+    diagnose(out, reference_preprocess(x, p), "preprocess(x)", _pre_mistakes(x, p), atol=1e-9, rtol=1e-9)
+    # p: every use of it
+    x2 = torch.tensor([0.0, 0.05, -0.002, 1e-4, -3e-5, 2.5], dtype=D)
     out2 = fn(x2, 2.0)
+    _need_tensor(out2, "preprocess(x, p=2)", "of shape x.shape + (2,)")
     expect_finite(out2, "preprocess(x, p=2)")
-    diagnose(out2, reference_preprocess(x2, 2.0), "preprocess(x, p=2)", {
-        "p is not used (is 10 hard-coded?): the threshold is e^-p and the scales 1/p and e^p.":
-            reference_preprocess(x2, 10.0)}, atol=1e-9, rtol=1e-9)
+    diagnose(out2, reference_preprocess(x2, 2.0), "preprocess(x, p=2)", _p_mistakes(x2, 2.0),
+             atol=1e-9, rtol=1e-9)
+    # the default p, as the chapter calls it
+    try:
+        out3 = fn(x2)
+    except TypeError as e:
+        if "required positional argument" not in str(e):
+            raise
+        raise Mistake(f"preprocess(x) without p fails ({e}): give p its default, def preprocess(x, p=10.0).") from None
+    _need_tensor(out3, "preprocess(x) (default p)", "of shape x.shape + (2,)")
+    diagnose(out3, reference_preprocess(x2, 10.0), "preprocess(x) with the default p",
+             {"the default p is not 10 (def preprocess(x, p=10.0), the paper's value).":
+              reference_preprocess(x2, 2.0)}, atol=1e-9, rtol=1e-9)
+    # float32 in, float32 out (the chapter's learner is float32)
+    x4 = x.float()
+    out4 = fn(x4, p)
+    _need_tensor(out4, "preprocess(x) for a float32 x", "of shape x.shape + (2,)")
+    expect(out4.dtype == torch.float32, f"preprocess(x) for a float32 x has dtype {out4.dtype}; keep the "
+           "input's dtype (torch.full_like(x, ...), or dtype=x.dtype for new tensors).")
+    expect_finite(out4, "preprocess(x) for a float32 x")
+    expect_close(out4, reference_preprocess(x4, p), "preprocess(x) for a float32 x", atol=1e-5, rtol=1e-5)
+    expect_device_agnostic(fn, x2, 2.0, what="preprocess")
 
 
 def preprocess(student: Callable) -> Callable:
@@ -158,14 +261,19 @@ def preprocess(student: Callable) -> Callable:
 
 # ----------------------------------------------------------------------------- 4.3
 
-def _meta() -> MetaLSTM:
-    torch.manual_seed(0)
+def _small_meta(p: float = 10.0, seed: int = 0) -> MetaLSTM:
+    torch.manual_seed(seed)
     learner = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).to(D)
-    meta = MetaLSTM(learner, hidden=3, input_bias=(-2.0, -1.0), forget_bias=(1.0, 2.0))
+    meta = MetaLSTM(learner, hidden=3, p=p, input_bias=(-2.0, -1.0), forget_bias=(1.0, 2.0))
     with torch.no_grad():  # gates that read their inputs noticeably, so each input matters
         meta.W_F.weight.uniform_(-0.5, 0.5)
         meta.W_I.weight.uniform_(-0.5, 0.5)
     return meta
+
+
+def _meta() -> MetaLSTM:
+    # p = 5, not the default 10, so that a step that ignores meta.p gives other inputs to the LSTM
+    return _small_meta(p=5.0)
 
 
 def _inputs(meta: MetaLSTM):
@@ -181,17 +289,24 @@ def _inputs(meta: MetaLSTM):
 
 
 def _variant(meta: MetaLSTM, theta: Tensor, state: State, x_s: Tensor, y_s: Tensor, variant: str):
-    """A (possibly wrong) meta-learner step, built from the reference pieces."""
+    """A (possibly wrong) meta-learner step, built from the reference pieces: (theta_t, State, loss)."""
+    if variant == "theta_is_c0":
+        theta = meta.c_0
+    if variant == "state_ignored":
+        state = meta.initial_state()
     attached = variant in ("second_order", "loss_attached", "half_fix")
     leaf = theta if attached else theta.detach().requires_grad_()
-    loss = F.cross_entropy(meta.learner_forward(leaf, x_s), y_s)
-    (grad,) = torch.autograd.grad(loss, leaf, create_graph=variant in ("second_order", "half_fix"),
-                                  retain_graph=attached)
+    with torch.enable_grad():
+        out = meta.learner_forward(leaf, x_s)
+        loss = F.cross_entropy(out, y_s, reduction="sum" if variant == "sum" else "mean")
+        (grad,) = torch.autograd.grad(loss, leaf, create_graph=variant in ("second_order", "half_fix"),
+                                      retain_graph=attached)
     grad_in = grad if variant == "second_order" else grad.detach()              # into the LSTM
     grad_up = grad if variant in ("second_order", "half_fix") else grad.detach()  # into the update
     loss_in = loss if variant in ("second_order", "loss_attached") else loss.detach()
-    g_cols = reference_preprocess(grad_in, meta.p)
-    l_cols = reference_preprocess(loss_in.reshape(1), meta.p).expand(grad.numel(), 2)
+    p = 10.0 if variant == "p_default" else meta.p
+    g_cols = reference_preprocess(grad_in, p)
+    l_cols = reference_preprocess(loss_in.reshape(1), p).expand(grad.numel(), 2)
     x = torch.cat([l_cols, g_cols] if variant == "cols_swapped" else [g_cols, l_cols], 1)
     h, c = meta.lstm(x, (state.h, state.c))
     h_gates = state.h if variant == "raw_state" else c if variant == "hc_swapped" else h
@@ -199,10 +314,22 @@ def _variant(meta: MetaLSTM, theta: Tensor, state: State, x_s: Tensor, y_s: Tens
         h, c = c, h
     theta_gates = leaf if variant == "gates_leaf" else theta
     prev = (state.i, state.f) if variant == "prev_gates_swapped" else (state.f, state.i)
-    f, i = meta.gates(h_gates, theta_gates, *prev)
+    if variant == "no_sigmoid":
+        f = meta.W_F(torch.cat([h_gates, theta_gates[:, None], prev[0][:, None]], 1)).squeeze(1)
+        i = meta.W_I(torch.cat([h_gates, theta_gates[:, None], prev[1][:, None]], 1)).squeeze(1)
+    else:
+        f, i = meta.gates(h_gates, theta_gates, *prev)
+    if variant == "fi_swapped":  # i, f = meta.gates(...)
+        f, i = i, f
     base = theta.detach() if variant == "theta_detached" else theta
-    new = f * base + i * grad_up if variant == "plus" else reference_cell_update(base, f, i, grad_up)
-    return new, (State(c, h, f, i) if variant == "hc_swapped_return" else State(h, c, f, i))
+    if variant == "plus":
+        new = f * base + i * grad_up
+    elif variant == "fi_swapped_update":
+        new = reference_cell_update(base, i, f, grad_up)
+    else:
+        new = reference_cell_update(base, f, i, grad_up)
+    st = State(c, h, f, i) if variant == "hc_swapped_return" else State(h, c, f, i)
+    return new, st, loss.detach()
 
 
 _NAMES = ("theta_t", "h", "c", "f", "i")
@@ -211,7 +338,7 @@ _WHAT = {"theta_t": "theta_t (the new parameters)", "h": "h (the first LSTM laye
          "c": "c (the first LSTM layer's new cell state)", "f": "f (the new forget gate)",
          "i": "i (the new input gate)"}
 _HINT = {"h": "h, c = meta.lstm(inputs, (state.h, state.c)) with inputs of shape (P, 4) = "
-              "[preprocess(grad) | preprocess(loss)]: the gradient's two columns first.",
+              "[preprocess(grad, meta.p) | preprocess(loss, meta.p)]: the gradient's two columns first.",
          "f": "f, i = meta.gates(h, theta, state.f, state.i), with the *new* h.",
          "theta_t": "theta_t = cell_update(theta, f, i, grad) = f * theta - i * grad."}
 _HINT["c"], _HINT["i"] = _HINT["h"], _HINT["f"]
@@ -226,12 +353,22 @@ def _same(a: Tensor, b: Tensor) -> bool:
     return a.shape == b.shape and torch.allclose(a.double(), b.double(), **_TOL)
 
 
-def _listing(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
 _STEP_MISTAKES = {
     "it adds the gradient: theta_t = f * theta_{t-1} - i * grad.": "plus",
+    "the forget and input gates are swapped (meta.gates returns (f, i), in that order): f scales "
+    "theta_{t-1}, i scales the gradient.": "fi_swapped",
+    "the forget and input gates are swapped in the update: cell_update(theta, f, i, grad), f first.":
+        "fi_swapped_update",
+    "the gates are not squashed by a sigmoid: f_t = sigmoid(W_F [h, theta, f_prev] + b_F), and i_t "
+    "likewise (meta.gates does this).": "no_sigmoid",
+    "the support loss is summed over the N*K examples instead of averaged (mean vs sum): use "
+    "meta.loss_fn, the cross-entropy's mean, for the loss and its gradient.": "sum",
+    "the preprocessing ignores meta.p (this meta-learner's p is not 10): preprocess(grad, meta.p) and "
+    "preprocess(loss, meta.p).": "p_default",
+    "the step ignores the `state` it is given (it starts the LSTM from zeros, meta.initial_state()): "
+    "continue from state.h, state.c and the previous gates state.f, state.i.": "state_ignored",
+    "the step starts from meta.c_0 instead of the `theta` it is given: theta_{t-1} is the argument "
+    "theta (c_0 is only the first step's theta).": "theta_is_c0",
     "the gates read the wrong previous gate: f_t takes f_{t-1} and i_t takes i_{t-1} "
     "(meta.gates(h, theta, state.f, state.i)).": "prev_gates_swapped",
     "the gates read the *old* first-layer output: run meta.lstm first and give its new h to "
@@ -246,7 +383,7 @@ _STEP_MISTAKES = {
 
 def _check_forward(meta: MetaLSTM, theta: Tensor, state: State, x_s: Tensor, y_s: Tensor,
                    got: dict[str, Tensor]) -> None:
-    want = _outputs(*_variant(meta, theta, state, x_s, y_s, "right"))
+    want = _outputs(*_variant(meta, theta, state, x_s, y_s, "right")[:2])
     wrong = [n for n in _ORDER if not _same(got[n], want[n])]
     if not wrong:
         return
@@ -254,7 +391,7 @@ def _check_forward(meta: MetaLSTM, theta: Tensor, state: State, x_s: Tensor, y_s
     which = f"{_listing(wrong)} {'is' if len(wrong) == 1 else 'are'} wrong" + (
         f" ({_listing(right)} right)" if right else "")
     for msg, v in _STEP_MISTAKES.items():
-        alt = _outputs(*_variant(meta, theta, state, x_s, y_s, v))
+        alt = _outputs(*_variant(meta, theta, state, x_s, y_s, v)[:2])
         if all(_same(got[n], alt[n]) for n in _NAMES):
             raise Mistake(f"{which}. It looks like {msg}")
     first = wrong[0]
@@ -289,26 +426,65 @@ _JAC_MISTAKES = {
 }
 
 
+def _snapshot_module(m: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+
+def _module_changed(m: nn.Module, before: dict[str, Tensor], what: str) -> None:
+    for k, v in m.state_dict().items():
+        if not torch.equal(v.detach(), before[k]):
+            raise Mistake(f"your function changed the meta-learner's own parameter `{what}.{k}` in place. It "
+                          "must only read the meta-learner: compute new tensors (theta_t = f * theta - i * grad) "
+                          "instead of writing into meta.c_0 or other weights (.data, add_, copy_, -=).")
+
+
+def _state_copy(state: State) -> State:
+    return State(*(t.clone() for t in state))
+
+
+def _state_changed(given: State, original: State) -> None:
+    for name, a, b in zip(State._fields, given, original):
+        if not isinstance(a, Tensor) or a.shape != b.shape or not torch.equal(a.detach(), b.detach()):
+            raise Mistake(f"your function changed its input `state` in place (`state.{name}` changed). Inputs "
+                          "must stay as they were: return a new State(h, c, f, i) instead of writing into "
+                          "the one you were given (no state.h.copy_(...), state.f[:] = ..., add_).")
+
+
 def _probe_step(fn: Callable) -> None:
     meta = _meta()
     theta, state, x_s, y_s = _inputs(meta)
-    res = fn(meta, theta, state, x_s, y_s)
-    expect(isinstance(res, tuple) and len(res) == 3,
-           "meta_learner_step should return a tuple (theta_t, State(h, c, f, i), loss).")
+    given = _state_copy(state)
+    before = _snapshot_module(meta)
+    res = fn(meta, theta, given, x_s, y_s)
+    _module_changed(meta, before, "meta")
+    _state_changed(given, state)
+    if not (isinstance(res, (tuple, list)) and len(res) == 3):
+        raise Mistake("meta_learner_step should return three things, (theta_t, State(h, c, f, i), loss); "
+                      f"your function returned {describe(res)}.")
     new, st, loss = res
     p = meta.n_params
-    expect_shape(new, (p,), "theta_t")
-    expect(isinstance(st, tuple) and len(st) == 4, "the second result should be State(h, c, f, i).")
-    st = State(*st)
-    for name, t, shape in zip(("h", "c", "f", "i"), st, ((p, meta.hidden),) * 2 + ((p,),) * 2):
-        expect_shape(t, shape, f"the new state's {name}")
+    _need_tensor(new, "the first result, theta_t,", f"of shape ({p},)")
+    expect(tuple(new.shape) == (p,), f"theta_t has shape {tuple(new.shape)}, expected ({p},) (the shape of theta).")
+    if not all(hasattr(st, n) for n in State._fields):
+        kind = (f"a plain {type(st).__name__} of {len(st)}" if isinstance(st, (tuple, list))
+                else describe(st))
+        raise Mistake(f"the second result should be State(h, c, f, i), but it is {kind}. Return State(h, c, f, i) "
+                      "(from course_utils.meta_lstm): the next step reads state.h, state.c, state.f and state.i "
+                      "by name, and the previous gates f and i are part of the state.")
+    st = State(st.h, st.c, st.f, st.i)
+    for name, t, shape in zip(State._fields, st, ((p, meta.hidden),) * 2 + ((p,),) * 2):
+        _need_tensor(t, f"the new state's {name}", f"of shape {shape}")
+        expect(tuple(t.shape) == shape, f"the new state's {name} has shape {tuple(t.shape)}, expected {shape}.")
     _check_forward(meta, theta, state, x_s, y_s, _outputs(new, st))
-    ref_new, _ = _variant(meta, theta, state, x_s, y_s, "right")
-    want_loss = F.cross_entropy(meta.learner_forward(theta.detach(), x_s), y_s)
-    expect(isinstance(loss, Tensor) and loss.numel() == 1,
-           "the third result should be the learner's support loss L_t, a scalar tensor.")
-    diagnose(loss.reshape(()), want_loss, "the returned support loss L_t (at theta_{t-1})",
-             atol=1e-10, rtol=1e-8)
+    ref_new, _, want_loss = _variant(meta, theta, state, x_s, y_s, "right")
+    _need_tensor(loss, "the third result, the support loss L_t,", "with one element (a scalar)")
+    expect(loss.numel() == 1, f"the third result should be the learner's support loss L_t, a scalar tensor; "
+           f"it is {describe(loss)}.")
+    with torch.no_grad():
+        at_new = F.cross_entropy(meta.learner_forward(ref_new.detach(), x_s), y_s)
+    diagnose(loss.reshape(()), want_loss, "the returned support loss L_t (at theta_{t-1})", {
+        "the loss is measured at theta_t, after the update; return L_t, the loss at theta_{t-1} that the "
+        "step fed to the LSTM.": at_new}, atol=1e-10, rtol=1e-8)
     # the graph: how theta_t changes with theta_{t-1} (along a vector), and flow into the meta-parameters
     v = torch.randn(p, generator=torch.Generator().manual_seed(2), dtype=D)
     try:
@@ -336,8 +512,152 @@ def _probe_step(fn: Callable) -> None:
     expect(all(g is not None and g.abs().sum() > 0 for g in g_meta),
            "no gradient reaches the meta-learner's weights (W_I, the LSTM): theta_t must be computed from "
            "the gates f, i that meta.gates returns, without .detach().")
+    expect(not loss.requires_grad, "the returned support loss still carries a graph: return it detached "
+           "(loss.detach()), as the paper treats it as an input.")
 
 
 def meta_learner_step(student: Callable) -> Callable:
     """Exercise 4.3: one inner step of the Meta-learner LSTM."""
     return run_check("4.3", "one meta-learner step", student, reference_meta_learner_step, _probe_step)
+
+
+# ----------------------------------------------------------------------------- 4.4
+
+def _batch(b: int = 3, n_s: int = 6, n_q: int = 9, seed: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, n_s, 4, generator=g, dtype=D), torch.randint(0, 3, (b, n_s), generator=g),
+            torch.randn(b, n_q, 4, generator=g, dtype=D), torch.randint(0, 3, (b, n_q), generator=g))
+
+
+def _objective(meta: MetaLSTM, x_s, y_s, x_q, y_q, steps: int, variant: str = "right") -> Tensor:
+    """A (possibly wrong) meta-objective, built from the reference step."""
+    step = reference_meta_learner_step
+    adapt_x, adapt_y, eval_x, eval_y = x_s, y_s, x_q, y_q
+    if variant == "swapped":
+        adapt_x, adapt_y, eval_x, eval_y = x_q, y_q, x_s, y_s
+    elif variant == "support_only":
+        eval_x, eval_y = x_s, y_s
+    elif variant == "query_only":
+        adapt_x, adapt_y = x_q, y_q
+    theta, state = meta.c_0, meta.initial_state()
+    losses = []
+    for k in range(x_s.shape[0]):
+        if variant not in ("theta_carried", "both_carried"):
+            theta = meta.c_0
+        if variant not in ("state_carried", "both_carried"):
+            state = meta.initial_state()
+        per_step = []
+        for _ in range(steps):
+            theta, state, _ = step(meta, theta, state, adapt_x[k], adapt_y[k])
+            if variant == "all_steps":
+                per_step.append(F.cross_entropy(meta.learner_forward(theta, eval_x[k]), eval_y[k]))
+        red = "sum" if variant == "query_sum" else "mean"
+        loss = F.cross_entropy(meta.learner_forward(theta, eval_x[k]), eval_y[k], reduction=red)
+        losses.append(torch.stack(per_step).mean() if variant == "all_steps" else loss)
+    stacked = torch.stack(losses)
+    if variant == "sum":
+        return stacked.sum()
+    if variant == "first_task":
+        return stacked[0]
+    if variant == "last_task":
+        return stacked[-1]
+    return stacked.mean()
+
+
+_OBJ_MISTAKES = {
+    "swapped": "support and query are swapped: the T inner steps adapt on the support set (x_s, y_s), and "
+               "the meta-objective is the loss of theta_T on the query set (x_q, y_q).",
+    "support_only": "the loss is measured on the support set, which the inner steps just fitted: the "
+                    "meta-objective is the loss of theta_T on the *query* set (x_q, y_q).",
+    "query_only": "the inner steps adapt on the query set: adapt on the support set (x_s, y_s) and keep the "
+                  "query set for the meta-objective only.",
+    "state_carried": "the LSTM's state is not reset between tasks: every task starts from a fresh "
+                     "meta.initial_state() (h, c and the previous gates at zero), as well as from meta.c_0.",
+    "theta_carried": "theta is not reset between tasks: every task starts from theta_0 = meta.c_0, the "
+                     "learned initialisation, not from the previous task's theta_T.",
+    "both_carried": "neither theta nor the LSTM's state is reset between tasks: every task starts from "
+                    "theta_0 = meta.c_0 and a fresh meta.initial_state().",
+    "sum": "the task losses are summed (mean vs sum): the meta-objective is their mean over the B tasks.",
+    "query_sum": "the query loss is summed over the query examples (mean vs sum): use meta.loss_fn, the "
+                 "cross-entropy's mean.",
+    "first_task": "only the first task counts: average the query losses of all B tasks (x_s.shape[0]).",
+    "last_task": "only the last task's query loss is returned (the loop overwrites it?): average the query "
+                 "losses of all B tasks.",
+    "all_steps": "it averages the query loss over all T inner steps; the meta-objective is the query loss "
+                 "at theta_T only, after the last step.",
+}
+
+
+def _steps_mistakes(meta, batch, steps: int) -> dict[str, Tensor]:
+    out = {}
+    for k in range(0, 7):
+        if k == steps:
+            continue
+        what = ("no inner steps at all (the query loss at c_0)" if k == 0 else f"{k} inner step{'s' * (k > 1)}")
+        with torch.no_grad():
+            out[f"it runs {what}, not `steps` = {steps}: loop range(steps) times, using the argument "
+                f"(not a number or ML['T'] written in)."] = _objective(meta, *batch, k)
+    return out
+
+
+_META_PARAMS = ("c_0", "lstm.weight_ih", "lstm.weight_hh", "W_F.weight", "W_I.weight", "W_I.bias")
+
+
+def _probe_objective(fn: Callable) -> None:
+    meta = _small_meta(p=10.0, seed=1)
+    batch = _batch()
+    steps = 3
+    before = _snapshot_module(meta)
+    out = fn(meta, *batch, steps)
+    _module_changed(meta, before, "meta")
+    if isinstance(out, (tuple, list)):
+        raise Mistake(f"meta_objective should return one scalar tensor, the mean query loss over the B tasks; "
+                      f"your function returned {describe(out)}.",
+                      "losses = [...one query loss per task...]; return torch.stack(losses).mean().")
+    _need_tensor(out, "the meta-objective", "with one element (the mean query loss over the B tasks)",
+                 "Return the loss tensor itself, so that loss.backward() reaches the meta-learner.")
+    b = batch[0].shape[0]
+    if out.numel() == b and out.numel() > 1:
+        raise Mistake(f"the meta-objective has shape {tuple(out.shape)}: one loss per task. Return their mean "
+                      "over the B tasks, a scalar.", "torch.stack(losses).mean().")
+    expect(out.numel() == 1, f"the meta-objective should be a scalar tensor; it is {describe(out)}.")
+    value = out.reshape(())
+    expect_finite(value, "the meta-objective")
+    with torch.no_grad():
+        want = _objective(meta, *batch, steps)
+        wrong = {msg: _objective(meta, *batch, steps, v) for v, msg in _OBJ_MISTAKES.items()}
+    diagnose(value, want, "the meta-objective (mean query loss over the B = 3 tasks, T = 3 steps)",
+             {**wrong, **_steps_mistakes(meta, batch, steps)}, atol=1e-10, rtol=1e-8)
+    expect_grad(value, "the meta-objective", "Keep the graph: no torch.no_grad, .detach() or .item(); "
+                "start each task from meta.c_0 itself.")
+    params = dict(meta.named_parameters())
+    got = torch.autograd.grad(value, [params[n] for n in _META_PARAMS], allow_unused=True)
+    ref = torch.autograd.grad(_objective(meta, *batch, steps), [params[n] for n in _META_PARAMS])
+    missing = [n for n, g in zip(_META_PARAMS, got) if g is None or not g.abs().sum() > 0]
+    if "c_0" in missing:
+        raise Mistake("no meta-gradient reaches c_0, the learned initialisation: start every task from "
+                      "theta = meta.c_0 itself (not meta.c_0.detach() or a copy made with torch.no_grad), and "
+                      "do not detach theta between the steps.")
+    if missing:
+        raise Mistake(f"no meta-gradient reaches the meta-learner's {_listing(missing)}: the inner steps must "
+                      "run with gradients on (no torch.no_grad, no .detach() of theta between the steps).")
+    for n, g, r in zip(_META_PARAMS, got, ref):
+        expect_close(g, r, f"the meta-gradient with respect to meta.{n}", atol=1e-9, rtol=1e-7,
+                     hint="The value is right but the graph differs: run the T steps with meta.step_fn and "
+                          "do not detach theta or the state between them.")
+    # another number of steps and another meta-batch size: neither may be hard-coded
+    batch2 = _batch(b=2, n_s=4, n_q=5, seed=4)
+    out2 = fn(meta, *batch2, 1)
+    _need_tensor(out2, "the meta-objective", "with one element")
+    expect(out2.numel() == 1, f"the meta-objective should be a scalar tensor; for B = 2 it is {describe(out2)}.")
+    with torch.no_grad():
+        want2 = _objective(meta, *batch2, 1)
+        wrong2 = {msg: _objective(meta, *batch2, 1, v) for v, msg in _OBJ_MISTAKES.items()}
+    diagnose(out2.reshape(()), want2, "the meta-objective for B = 2 tasks and steps = 1",
+             {**wrong2, **_steps_mistakes(meta, batch2, 1)}, atol=1e-10, rtol=1e-8)
+
+
+def meta_objective(student: Callable) -> Callable:
+    """Exercise 4.4: the mean query loss over a meta-batch after T meta-learner steps per task."""
+    return run_check("4.4", "the meta-objective of a meta-batch", student, reference_meta_objective,
+                     _probe_objective)
