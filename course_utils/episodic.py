@@ -21,10 +21,12 @@ import torch
 from torch import Tensor, nn
 
 from .episodes import ClassSet, Episode, EpisodeSampler
-from .evaluation import episode_accuracy, evaluate
-from .training import History, load_or_train, train_loop
+from .evaluation import Accuracy, episode_accuracy, evaluate, mean_ci95
+from .progress import progress
+from .training import History, code_fingerprint, load_or_train, train_loop
 
-__all__ = ["train_episodic", "make_classifier", "train_or_load", "class_set_fingerprint", "embed_class_set"]
+__all__ = ["train_episodic", "make_classifier", "train_or_load", "class_set_fingerprint", "embed_class_set",
+           "evaluate_paired"]
 
 EpisodeLoss = Callable[[nn.Module, Episode], "tuple[Tensor, Tensor] | Tensor"]
 
@@ -149,12 +151,14 @@ def train_or_load(name: str, model: nn.Module, episode_loss_fn: EpisodeLoss, tra
     """:func:`train_episodic`, cached with :func:`training.load_or_train`; the model ends up trained.
 
     The cache key holds ``name``, ``config`` (anything else the result depends on), every keyword
-    argument, the model's architecture, the loss function and the data (class names). The trained
+    argument, the model's architecture, the loss function (for one written in a notebook: its code
+    and the notebook functions and settings it names, see :func:`training.code_fingerprint`) and the
+    data (class names). The trained
     weights are loaded into ``model``; the History is returned.
     """
     val = kwargs.get("val")
     key = {**(config or {}), **{k: v for k, v in kwargs.items() if k not in {"val", "device", "desc"}},
-           "model": repr(model), "loss": f"{episode_loss_fn.__module__}.{episode_loss_fn.__qualname__}",
+           "model": repr(model), "loss": code_fingerprint(episode_loss_fn),
            "train": class_set_fingerprint(train),
            "val": class_set_fingerprint(val) if val is not None else None}
     device = kwargs.get("device") or _default_device(model)
@@ -199,3 +203,40 @@ def embed_class_set(encoder: nn.Module, classes: ClassSet, device: torch.device 
     parts = list(torch.split(z, sizes))
     x = torch.stack(parts) if len(set(sizes)) == 1 else parts
     return ClassSet(x, list(classes.names), list(classes.alphabets), title or f"{classes.title} (embedded)")
+
+
+def _sizes(classes: ClassSet) -> list[int]:
+    return [int(classes.examples(c).shape[0]) for c in range(len(classes))]
+
+
+def evaluate_paired(methods: dict[str, tuple[ClassSet, Callable[[Episode], Tensor]]], n_way: int, k_shot: int,
+                    q_query: int = 15, n_episodes: int = 600, seed: int = 0, desc: str | None = None
+                    ) -> tuple[dict[str, Accuracy], dict[str, Tensor]]:
+    """Score several methods on the *same* episodes: ``methods[name] = (pool, classify)``.
+
+    The pools may hold different representations of the same classes (images, or each model's
+    embeddings from :func:`embed_class_set`): they must have the same class names and example counts,
+    so that one seed draws the same classes and examples from each. Each method's :class:`Accuracy`
+    equals ``evaluate(classify, pool, n_way, k_shot, q_query, n_episodes, seed)``; the second result
+    holds the per-episode accuracies (``n_episodes`` values per method), so that a difference between
+    two methods can be measured per episode (paired), e.g. ``mean_ci95(per[a] - per[b])``.
+    """
+    if not methods:
+        raise ValueError("evaluate_paired needs at least one method: {name: (pool, classify)}.")
+    if n_episodes < 1:
+        raise ValueError(f"n_episodes must be >= 1, got {n_episodes}.")
+    names = list(methods)
+    first = methods[names[0]][0]
+    for name in names[1:]:
+        pool = methods[name][0]
+        if pool.names != first.names or _sizes(pool) != _sizes(first):
+            raise ValueError(f"The pools of {names[0]!r} and {name!r} are not the same classes with the same "
+                             "numbers of examples, so one seed would not draw the same episodes from both.")
+    streams = {name: EpisodeSampler(pool, n_way, k_shot, q_query, seed=seed) for name, (pool, _) in methods.items()}
+    per: dict[str, list[float]] = {name: [] for name in names}
+    for _ in progress(range(n_episodes), desc=desc or f"{n_way}-way {k_shot}-shot eval"):
+        for name in names:
+            ep = next(streams[name])
+            per[name].append(episode_accuracy(methods[name][1](ep).detach(), ep.query_y))
+    values = {name: torch.tensor(v, dtype=torch.float64) for name, v in per.items()}
+    return {name: mean_ci95(v) for name, v in values.items()}, values

@@ -4,14 +4,14 @@
   NeurIPS 1993: two inputs go through the *same* network f (shared weights) and are
   compared by a distance, D(x_1, x_2) = ||f(x_1) - f(x_2)||_2.
 * Hadsell, Chopra & LeCun, CVPR 2006: train f with the contrastive loss
-  (:mod:`course_utils.contrastive`, y = 0 similar, 1 dissimilar).
+  (:mod:`course_utils.contrastive`, pair label Y = 0 similar, 1 dissimilar).
 * Koch, Zemel & Salakhutdinov, "Siamese Neural Networks for One-shot Image Recognition",
   ICML Deep Learning Workshop 2015: a *verification* head on the weighted L1 distance,
 
       p(same | x_1, x_2) = sigma( sum_j alpha_j |h_1j - h_2j| + beta ),   h_i = f(x_i),
 
   trained with binary cross-entropy on the target t = 1 for the same class (note: Koch's
-  t = 1 - y of the contrastive convention), then used for one-shot N-way classification by
+  t = 1 - Y of the contrastive convention), then used for one-shot N-way classification by
   *verification*: score the query against every support example and pick the class of the
   best match, c* = argmax_c max_{i: y_i = c} s(x_hat, x_i) (``reduce="mean"`` averages instead).
 
@@ -138,7 +138,7 @@ def sample_pairs(classes: ClassSet, n_pairs: int, generator: torch.Generator | N
                  within_alphabet: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
     """A balanced batch of pairs: ``n_pairs / 2`` same-class, ``n_pairs / 2`` different-class.
 
-    Returns ``(x1, x2, y)``: ``x1``, ``x2`` ``(P, *item)`` float in [0, 1]; ``y`` ``(P,)`` float,
+    Returns ``(x1, x2, Y)``: ``x1``, ``x2`` ``(P, *item)`` float in [0, 1]; ``Y`` ``(P,)`` float,
     **0 for same class, 1 for different** (the contrastive convention). The first half are the
     similar pairs. A similar pair is two *different* examples of one class; a dissimilar pair
     is one example each of two different classes. With ``within_alphabet = p``, each negative is,
@@ -211,7 +211,7 @@ def pair_scores(net: nn.Module, x1: Tensor, x2: Tensor, batch_size: int = 256) -
 
 
 def fit_threshold(scores: Tensor, y: Tensor) -> float:
-    """The threshold t maximising the accuracy of "same iff score > t" on these pairs (y = 0 same).
+    """The threshold t maximising the accuracy of "same iff score > t" on these pairs (pair label y = 0 same).
 
     Fit it on validation pairs, never on the pairs you report.
     """

@@ -8,10 +8,6 @@ from course_utils.chapter_checks import ch02
 from conftest import message, status, stub  # shared check-test helpers
 
 
-
-
-
-
 # --- 2.1 cosine attention ------------------------------------------------------
 
 def att_right(f, g, scale=1.0):
@@ -76,7 +72,33 @@ def att_cosine_builtin(f, g, scale=1.0):
     return torch.softmax(scale * F.cosine_similarity(f[:, None], g[None], dim=-1), dim=-1)
 
 
-@pytest.mark.parametrize("fn", [att_right, att_cosine_builtin, att_eps_added, att_normalize])
+def att_einsum(f, g, scale=1.0):
+    cos = torch.einsum("qd,kd->qk", F.normalize(f, dim=1), F.normalize(g, dim=1))
+    return (scale * cos).softmax(dim=-1)
+
+
+def att_loops(f, g, scale=1.0):
+    rows = []
+    for q in range(f.shape[0]):
+        u = f[q] / f[q].norm().clamp_min(1e-8)
+        sims = torch.stack([u @ (g[i] / g[i].norm().clamp_min(1e-8)) for i in range(g.shape[0])])
+        e = torch.exp(scale * sims - (scale * sims).max())
+        rows.append(e / e.sum())
+    return torch.stack(rows)
+
+
+def att_cdist(f, g, scale=1.0):      # for unit vectors, ||u - v||^2 = 2 - 2 cos; not for a zero vector
+    u, v = F.normalize(f, dim=1), F.normalize(g, dim=1)
+    return torch.softmax(scale * (1 - torch.cdist(u, v) ** 2 / 2), dim=1)
+
+
+def att_manual_softmax(f, g, scale=1.0):
+    e = torch.exp(scale * F.normalize(f, dim=1) @ F.normalize(g, dim=1).T)
+    return e / e.sum(dim=1, keepdim=True)
+
+
+@pytest.mark.parametrize("fn", [att_right, att_cosine_builtin, att_eps_added, att_normalize, att_einsum,
+                                att_loops, att_manual_softmax])
 def test_attention_right(fn):
     assert ch02.cosine_attention(fn) is fn
     assert status("2.1") == "right"
@@ -95,6 +117,105 @@ def test_attention_right(fn):
     (att_scale_divided, "divided by scale"),
 ])
 def test_attention_mistakes_are_named(fn, phrase):
+    out = ch02.cosine_attention(fn)
+    assert out is not fn and status("2.1") == "wrong"
+    assert phrase in message("2.1"), message("2.1")
+
+
+def att_support_only(f, g, scale=1.0):
+    return torch.softmax(scale * f @ F.normalize(g, dim=1).T, dim=1)
+
+
+def att_squared_norm(f, g, scale=1.0):
+    f = f / (f ** 2).sum(dim=1, keepdim=True).clamp_min(1e-8)
+    g = g / (g ** 2).sum(dim=1, keepdim=True).clamp_min(1e-8)
+    return torch.softmax(scale * f @ g.T, dim=1)
+
+
+def att_norm_dim0(f, g, scale=1.0):
+    return torch.softmax(scale * F.normalize(f, dim=0) @ F.normalize(g, dim=0).T, dim=1)
+
+
+def att_swapped(f, g, scale=1.0):           # the support set attends over the queries
+    return att_right(g, f, scale)
+
+
+def att_queries_only(f, g, scale=1.0):
+    return att_right(f, f, scale)
+
+
+def att_log_softmax(f, g, scale=1.0):
+    return torch.log_softmax(scale * F.normalize(f, dim=1) @ F.normalize(g, dim=1).T, dim=1)
+
+
+def att_negative(f, g, scale=1.0):
+    return torch.softmax(-scale * F.normalize(f, dim=1) @ F.normalize(g, dim=1).T, dim=1)
+
+
+def att_dot_scaled_wrong_axis(f, g, scale=1.0):
+    return torch.softmax(scale * f @ g.T, dim=0)
+
+
+def att_tuple(f, g, scale=1.0):
+    return att_right(f, g, scale), F.normalize(f, dim=1) @ F.normalize(g, dim=1).T
+
+
+def att_numpy(f, g, scale=1.0):
+    return att_right(f, g, scale).detach().numpy()
+
+
+def att_float32(f, g, scale=1.0):
+    return att_right(f.float(), g.float(), scale)
+
+
+def att_double(f, g, scale=1.0):
+    return att_right(f.double(), g.double(), scale)
+
+
+def att_in_place(f, g, scale=1.0):
+    f /= f.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    g /= g.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    return torch.softmax(scale * f @ g.T, dim=1)
+
+
+def att_partial(f, g, scale=1.0):
+    f = F.normalize(f, dim=1)
+    raise NotImplementedError("TODO: the softmax")
+
+
+def att_cpu_mask(f, g, scale=1.0):          # right on a CPU, crashes on a GPU
+    return att_right(f, g, scale) * torch.ones(f.shape[0], g.shape[0], dtype=f.dtype)
+
+
+def att_scale_squared(f, g, scale=1.0):
+    return att_right(f, g, scale * scale)
+
+
+def att_hardcoded_sizes(f, g, scale=1.0):
+    return att_right(f, g, scale).reshape(4, 6)
+
+
+@pytest.mark.parametrize("fn,phrase", [
+    (att_support_only, "only the support embeddings are normalised"),
+    (att_squared_norm, "squared norm"),
+    (att_norm_dim0, "along dim=0"),
+    (att_swapped, "query and support are swapped"),
+    (att_queries_only, "queries with themselves"),
+    (att_log_softmax, "log-softmax"),
+    (att_negative, "least* similar"),
+    (att_dot_scaled_wrong_axis, "dot product with the softmax over the wrong axis"),
+    (att_tuple, "returned a tuple of 2"),
+    (att_numpy, ".numpy()"),
+    (att_float32, "keep the inputs' dtype"),
+    (att_double, "float64 for torch.float32 inputs"),
+    (att_in_place, "changed its input `f` in place"),
+    (att_partial, "not the exercise's stub"),
+    (att_cpu_mask, "makes a tensor on the CPU"),
+    (att_scale_squared, "scale=5"),
+    (att_hardcoded_sizes, "your code raised RuntimeError"),
+    (att_cdist, "all-zero embedding (support row 3)"),
+])
+def test_attention_more_mistakes_are_named(fn, phrase):
     out = ch02.cosine_attention(fn)
     assert out is not fn and status("2.1") == "wrong"
     assert phrase in message("2.1"), message("2.1")
@@ -152,7 +273,46 @@ def proto_first(z, n_way, k_shot):
     return z[::k_shot]
 
 
-@pytest.mark.parametrize("fn", [proto_right, proto_loop])
+def proto_index_add(z, n_way, k_shot):
+    labels = torch.arange(n_way, device=z.device).repeat_interleave(k_shot)
+    return torch.zeros(n_way, z.shape[1], dtype=z.dtype, device=z.device).index_add(0, labels, z) / k_shot
+
+
+def proto_scatter_mean(z, n_way, k_shot):
+    labels = torch.arange(n_way, device=z.device).repeat_interleave(k_shot)
+    index = labels[:, None].expand_as(z)
+    return torch.zeros(n_way, z.shape[1], dtype=z.dtype, device=z.device).scatter_reduce(
+        0, index, z, reduce="mean", include_self=False)
+
+
+def proto_one_hot(z, n_way, k_shot):
+    labels = torch.arange(n_way, device=z.device).repeat_interleave(k_shot)
+    onehot = F.one_hot(labels, n_way).to(z.dtype)              # (N*K, N)
+    return onehot.T @ z / onehot.sum(0)[:, None]
+
+
+def proto_einsum(z, n_way, k_shot):
+    return torch.einsum("nkd->nd", z.reshape(n_way, k_shot, -1)) / k_shot
+
+
+def proto_ignores_k(z, n_way, k_shot):          # k_shot follows from the shape
+    return z.view(n_way, -1, z.shape[1]).mean(1)
+
+
+def proto_ignores_n(z, n_way, k_shot):          # so does n_way
+    return z.reshape(-1, k_shot, z.shape[1]).mean(1)
+
+
+def proto_split(z, n_way, k_shot):
+    return torch.stack([chunk.mean(0) for chunk in z.split(k_shot)])
+
+
+def proto_unflatten(z, n_way, k_shot):
+    return z.unflatten(0, (n_way, k_shot)).mean(1)
+
+
+@pytest.mark.parametrize("fn", [proto_right, proto_loop, proto_index_add, proto_scatter_mean, proto_one_hot,
+                                proto_einsum, proto_ignores_k, proto_ignores_n, proto_split, proto_unflatten])
 def test_prototypes_right(fn):
     assert ch02.prototypes(fn) is fn and status("2.2") == "right"
 
@@ -166,6 +326,71 @@ def test_prototypes_right(fn):
     (proto_first, "first example of each class"),
 ])
 def test_prototype_mistakes_are_named(fn, phrase):
+    assert ch02.prototypes(fn) is not fn and status("2.2") == "wrong"
+    assert phrase in message("2.2"), message("2.2")
+
+
+def proto_divided_by_n(z, n_way, k_shot):
+    return z.reshape(n_way, k_shot, -1).sum(1) / n_way
+
+
+def proto_divided_by_nk(z, n_way, k_shot):
+    return z.reshape(n_way, k_shot, -1).sum(1) / z.shape[0]
+
+
+def proto_reshape_swapped(z, n_way, k_shot):
+    return z.reshape(k_shot, n_way, -1).mean(1)
+
+
+def proto_strided(z, n_way, k_shot):        # every n_way-th row: shot-major
+    return torch.stack([z[c::n_way].mean(0) for c in range(n_way)])
+
+
+def proto_hardcoded_k(z, n_way, k_shot):
+    return z.reshape(n_way, 4, -1).mean(1)
+
+
+def proto_float(z, n_way, k_shot):
+    return z.float().reshape(n_way, k_shot, -1).mean(1)
+
+
+def proto_list(z, n_way, k_shot):
+    return [z[c * k_shot:(c + 1) * k_shot].mean(0) for c in range(n_way)]
+
+
+def proto_in_place(z, n_way, k_shot):
+    z /= k_shot
+    return z.reshape(n_way, k_shot, -1).sum(1)
+
+
+def proto_detached(z, n_way, k_shot):
+    return torch.tensor(z.reshape(n_way, k_shot, -1).mean(1).tolist(), dtype=z.dtype)
+
+
+def proto_cpu_labels(z, n_way, k_shot):     # right on a CPU, crashes on a GPU
+    labels = torch.arange(n_way).repeat_interleave(k_shot)
+    return torch.zeros(n_way, z.shape[1], dtype=z.dtype).index_add(0, labels, z) / k_shot
+
+
+def proto_partial(z, n_way, k_shot):
+    z = z.reshape(n_way, k_shot, -1)
+    raise NotImplementedError("average over the shots")
+
+
+@pytest.mark.parametrize("fn,phrase", [
+    (proto_divided_by_n, "divided by n_way"),
+    (proto_divided_by_nk, "N*K"),
+    (proto_reshape_swapped, "n_way and k_shot swapped"),
+    (proto_strided, "shot-major"),
+    (proto_hardcoded_k, "your code raised RuntimeError"),
+    (proto_float, "keep the inputs' dtype"),
+    (proto_list, "returned a list of 3"),
+    (proto_in_place, "changed its input `z` in place"),
+    (proto_detached, "does not carry gradients"),
+    (proto_cpu_labels, "makes a tensor on the CPU"),
+    (proto_partial, "not the exercise's stub"),
+])
+def test_more_prototype_mistakes_are_named(fn, phrase):
     assert ch02.prototypes(fn) is not fn and status("2.2") == "wrong"
     assert phrase in message("2.2"), message("2.2")
 
@@ -231,7 +456,26 @@ def loss_only(z_support, z_query, query_y, n_way, k_shot):
     return loss_right(z_support, z_query, query_y, n_way, k_shot)[0]
 
 
-@pytest.mark.parametrize("fn", [loss_right, loss_cdist])
+def loss_expansion(z_support, z_query, query_y, n_way, k_shot):   # ||z||^2 - 2 z.c + ||c||^2
+    c = z_support.reshape(n_way, k_shot, -1).mean(1)
+    d2 = (z_query ** 2).sum(1, keepdim=True) - 2 * z_query @ c.T + (c ** 2).sum(1)
+    return F.cross_entropy(-d2, query_y), -d2
+
+
+def loss_log_softmax_nll(z_support, z_query, query_y, n_way, k_shot):
+    c = protonet.prototypes(z_support, n_way, k_shot)
+    logits = -torch.einsum("qnd->qn", (z_query[:, None] - c[None]) ** 2)
+    return F.nll_loss(F.log_softmax(logits, dim=1), query_y), logits
+
+
+def loss_gather(z_support, z_query, query_y, n_way, k_shot):
+    c = z_support.reshape(n_way, k_shot, -1).mean(1)
+    logits = -((z_query[:, None] - c[None]) ** 2).sum(-1)
+    logp = logits.log_softmax(1)
+    return -logp.gather(1, query_y[:, None]).mean(), logits
+
+
+@pytest.mark.parametrize("fn", [loss_right, loss_cdist, loss_expansion, loss_log_softmax_nll, loss_gather])
 def test_loss_right(fn):
     assert ch02.prototypical_loss(fn) is fn and status("2.3") == "right"
 
@@ -253,6 +497,123 @@ def test_loss_mistakes_are_named(fn, phrase):
     assert phrase in message("2.3"), message("2.3")
 
 
+def loss_ignores_labels(z_support, z_query, query_y, n_way, k_shot):
+    _, logits = loss_right(z_support, z_query, query_y, n_way, k_shot)
+    y = torch.arange(n_way, device=z_query.device).repeat_interleave(z_query.shape[0] // n_way)
+    return F.cross_entropy(logits, y), logits
+
+
+def loss_swapped_sets(z_support, z_query, query_y, n_way, k_shot):
+    return loss_right(z_query, z_support, query_y, n_way, z_query.shape[0] // n_way)
+
+
+def loss_prototypes_from_queries(z_support, z_query, query_y, n_way, k_shot):
+    c = z_query.reshape(n_way, -1, z_query.shape[1]).mean(1)
+    logits = -torch.cdist(z_query, c) ** 2
+    return F.cross_entropy(logits, query_y), logits
+
+
+def loss_mse_mean(z_support, z_query, query_y, n_way, k_shot):
+    c = z_support.reshape(n_way, k_shot, -1).mean(1)
+    d = F.mse_loss(z_query[:, None].expand(-1, n_way, -1), c[None].expand(z_query.shape[0], -1, -1),
+                   reduction="none").mean(-1)
+    return F.cross_entropy(-d, query_y), -d
+
+
+def loss_cosine(z_support, z_query, query_y, n_way, k_shot):
+    c = z_support.reshape(n_way, k_shot, -1).mean(1)
+    logits = F.normalize(z_query, dim=1) @ F.normalize(c, dim=1).T
+    return F.cross_entropy(logits, query_y), logits
+
+
+def loss_dot(z_support, z_query, query_y, n_way, k_shot):
+    c = z_support.reshape(n_way, k_shot, -1).mean(1)
+    return F.cross_entropy(z_query @ c.T, query_y), z_query @ c.T
+
+
+def loss_sum_prototypes(z_support, z_query, query_y, n_way, k_shot):
+    c = z_support.reshape(n_way, k_shot, -1).sum(1)
+    logits = -torch.cdist(z_query, c) ** 2
+    return F.cross_entropy(logits, query_y), logits
+
+
+def loss_per_query(z_support, z_query, query_y, n_way, k_shot):
+    _, logits = loss_right(z_support, z_query, query_y, n_way, k_shot)
+    return F.cross_entropy(logits, query_y, reduction="none"), logits
+
+
+def loss_negated(z_support, z_query, query_y, n_way, k_shot):
+    loss, logits = loss_right(z_support, z_query, query_y, n_way, k_shot)
+    return -loss, logits
+
+
+def loss_list(z_support, z_query, query_y, n_way, k_shot):
+    return list(loss_right(z_support, z_query, query_y, n_way, k_shot))
+
+
+def loss_item(z_support, z_query, query_y, n_way, k_shot):
+    loss, logits = loss_right(z_support, z_query, query_y, n_way, k_shot)
+    return loss.item(), logits
+
+
+def loss_in_place(z_support, z_query, query_y, n_way, k_shot):
+    c = z_support.reshape(n_way, k_shot, -1).mean(1)
+    z_query -= 0.0 * z_query + c[query_y]          # "centre" the queries in place
+    logits = -(z_query[:, None] ** 2).sum(-1) * 0 - ((z_query[:, None] + c[query_y][:, None] - c[None]) ** 2).sum(-1)
+    return F.cross_entropy(logits, query_y), logits
+
+
+def loss_cpu_weight(z_support, z_query, query_y, n_way, k_shot):     # right on a CPU only
+    loss, logits = loss_right(z_support, z_query, query_y, n_way, k_shot)
+    return F.cross_entropy(logits, query_y, weight=torch.ones(n_way, dtype=logits.dtype)), logits
+
+
+def loss_q_as_k(z_support, z_query, query_y, n_way, k_shot):    # labels rebuilt with k_shot
+    _, logits = loss_right(z_support, z_query, query_y, n_way, k_shot)
+    return F.cross_entropy(logits, torch.arange(n_way).repeat_interleave(k_shot)), logits
+
+
+def loss_partial(z_support, z_query, query_y, n_way, k_shot):
+    c = protonet.prototypes(z_support, n_way, k_shot)
+    raise NotImplementedError("logits: not yet")
+
+
+def loss_float(z_support, z_query, query_y, n_way, k_shot):
+    return loss_right(z_support.float(), z_query.float(), query_y, n_way, k_shot)
+
+
+@pytest.mark.parametrize("fn,phrase", [
+    (loss_ignores_labels, "ignores query_y"),
+    (loss_swapped_sets, "support and query are swapped"),
+    (loss_prototypes_from_queries, "built from the *query* set"),
+    (loss_mse_mean, "averaged over the D embedding dimensions"),
+    (loss_cosine, "cosine similarities"),
+    (loss_dot, "dot products"),
+    (loss_sum_prototypes, "sums of the support embeddings"),
+    (loss_per_query, "per-query losses"),
+    (loss_negated, "wrong sign"),
+    (loss_list, "return a tuple (loss, logits)"),
+    (loss_item, "Python float"),
+    (loss_in_place, "changed its input `z_query` in place"),
+    (loss_cpu_weight, "makes a tensor on the CPU"),
+    (loss_q_as_k, "your code raised"),
+    (loss_partial, "not the exercise's stub"),
+    (loss_float, "keep the inputs' dtype"),
+])
+def test_more_loss_mistakes_are_named(fn, phrase):
+    assert ch02.prototypical_loss(fn) is not fn and status("2.3") == "wrong"
+    assert phrase in message("2.3"), message("2.3")
+
+
+def test_loss_probe_uses_queries_that_are_not_class_major():
+    # a loss that assumes class-major queries passes a class-major episode but not a shuffled one
+    zs, zq = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    y = torch.arange(3).repeat_interleave(2)
+    assert torch.allclose(loss_ignores_labels(zs, zq, y, 3, 2)[0], loss_right(zs, zq, y, 3, 2)[0])
+    ch02.prototypical_loss(loss_ignores_labels)
+    assert status("2.3") == "wrong" and "shuffled order" in message("2.3"), message("2.3")
+
+
 # --- 2.4 linear classifier --------------------------------------------------------
 
 def lin_right(c):
@@ -271,17 +632,100 @@ def lin_bias_norm(c):
     return 2 * c, -c.norm(dim=1)
 
 
-def test_linear_right():
-    assert ch02.linear_classifier(lin_right) is lin_right and status("2.4") == "right"
+def lin_einsum(c):
+    return c + c, -torch.einsum("nd,nd->n", c, c)
+
+
+def lin_norm_squared(c):
+    return 2 * c, -c.norm(dim=1) ** 2
+
+
+def lin_list(c):
+    return [2 * c, -(c ** 2).sum(-1)]
+
+
+@pytest.mark.parametrize("fn", [lin_right, lin_einsum, lin_norm_squared, lin_list])
+def test_linear_right(fn):
+    assert ch02.linear_classifier(fn) is fn and status("2.4") == "right"
 
 
 @pytest.mark.parametrize("fn,phrase", [
     (lin_no_two, "W = c"),
-    (lin_bias_sign, "b = +||c_k||^2"),
+    (lin_bias_sign, "b = +||c_n||^2"),
     (lin_bias_norm, "not squared"),
     (lin_bias_sign, "b is wrong"),
 ])
 def test_linear_mistakes_are_named(fn, phrase):
+    assert ch02.linear_classifier(fn) is not fn and status("2.4") == "wrong"
+    assert phrase in message("2.4"), message("2.4")
+
+
+def lin_w_negative(c):
+    return -2 * c, -(c * c).sum(1)
+
+
+def lin_w_transposed(c):
+    return 2 * c.T, -(c * c).sum(1)
+
+
+def lin_b_neepdim(c):
+    return 2 * c, -(c * c).sum(1, keepdim=True)
+
+
+def lin_b_over_classes(c):
+    return 2 * c, -(c * c).sum(0)
+
+
+def lin_b_scalar(c):
+    return 2 * c, -(c * c).sum()
+
+
+def lin_b_doubled(c):
+    return 2 * c, -2 * (c * c).sum(1)
+
+
+def lin_half(c):
+    return c / 2, -(c * c).sum(1)
+
+
+def lin_triple(c):
+    return 2 * c, -(c * c).sum(1), c
+
+
+def lin_float(c):
+    return 2 * c.float(), -(c.float() ** 2).sum(1)
+
+
+def lin_in_place(c):
+    b = -(c * c).sum(1)
+    return c.mul_(2), b
+
+
+def lin_detached(c):
+    return torch.tensor((2 * c).tolist(), dtype=c.dtype), -(c * c).sum(1)
+
+
+def lin_partial(c):
+    W = 2 * c
+    raise NotImplementedError("b: to do")
+
+
+@pytest.mark.parametrize("fn,phrase", [
+    (lin_w_negative, "W = -2 c"),
+    (lin_w_transposed, "transposed"),
+    (lin_b_neepdim, "keepdim"),
+    (lin_b_over_classes, "summed over the classes"),
+    (lin_b_scalar, "b is one number"),
+    (lin_b_doubled, "only the cross term gets the factor 2"),
+    (lin_half, "W = c / 2"),
+    (lin_triple, "returned a tuple of 3"),
+    (lin_float, "keep the inputs' dtype"),
+    (lin_in_place, "changed its input `c` in place"),
+    (lin_detached, "does not carry gradients"),
+    (lin_partial, "not the exercise's stub"),
+    (lin_no_two, "factor 2 is missing"),
+])
+def test_more_linear_mistakes_are_named(fn, phrase):
     assert ch02.linear_classifier(fn) is not fn and status("2.4") == "wrong"
     assert phrase in message("2.4"), message("2.4")
 

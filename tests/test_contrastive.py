@@ -42,10 +42,10 @@ def test_loss_gradient_matches_finite_differences():
 
 
 @pytest.mark.parametrize("kwargs,phrase", [
-    (dict(d=torch.ones(3), y=torch.zeros(4)), "same shape"),
-    (dict(d=torch.ones(3), y=torch.zeros(3), margin=0.0), "margin must be > 0"),
-    (dict(d=torch.ones(3), y=torch.tensor([0.0, 2.0, 1.0])), "hold 0"),
-    (dict(d=torch.ones(3), y=torch.zeros(3), reduction="avg"), "reduction"),
+    (dict(D=torch.ones(3), Y=torch.zeros(4)), "same shape"),
+    (dict(D=torch.ones(3), Y=torch.zeros(3), margin=0.0), "margin must be > 0"),
+    (dict(D=torch.ones(3), Y=torch.tensor([0.0, 2.0, 1.0])), "hold 0"),
+    (dict(D=torch.ones(3), Y=torch.zeros(3), reduction="avg"), "reduction"),
 ])
 def test_loss_bad_inputs(kwargs, phrase):
     with pytest.raises(ValueError, match=phrase):

@@ -3,7 +3,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from course_utils.episodes import ClassSet, sample_episode
-from course_utils.episodic import (class_set_fingerprint, embed_class_set, make_classifier,
+from course_utils.episodic import (class_set_fingerprint, embed_class_set, evaluate_paired, make_classifier,
                                    train_episodic, train_or_load)
 from course_utils.evaluation import evaluate
 from course_utils.matching import MatchingNet, matching_loss
@@ -93,6 +93,51 @@ def test_train_or_load_caches_by_config(tmp_path, monkeypatch):
                   k_shot=1, q_query=1, steps=3)
     assert len(list(tmp_path.rglob("*.pt"))) == 2
     assert class_set_fingerprint(classes) != class_set_fingerprint(blob_classes(n_classes=11))
+
+
+def test_train_or_load_key_covers_a_notebook_loss_functions_code(tmp_path, monkeypatch):
+    """A loss written in a notebook (and the functions it calls) is part of the key: edit it, retrain."""
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    classes = blob_classes()
+
+    def notebook_loss(body):
+        ns = {"protonet_loss": protonet_loss, "torch": torch}     # no __name__: like notebook code
+        exec("def helper(model, ep):\n    " + body + "\n"
+             "def my_loss(model, ep):\n    return helper(model, ep)\n", ns)
+        return ns["my_loss"]
+
+    for body, files in (("return protonet_loss(model, ep)", 1), ("return protonet_loss(model, ep)", 1),
+                        ("loss, s = protonet_loss(model, ep)\n    return 2 * loss, s", 2)):
+        torch.manual_seed(0)
+        train_or_load("t", ProtoNet(conv4(hidden=4)), notebook_loss(body), classes, {"data": "blobs"},
+                      n_way=3, k_shot=1, q_query=1, steps=1)
+        assert len(list(tmp_path.rglob("*.pt"))) == files, body
+
+
+def test_evaluate_paired_scores_every_method_on_the_same_episodes():
+    classes = blob_classes(n_examples=8)
+    torch.manual_seed(0)
+    enc = conv4(hidden=4)
+    z = embed_class_set(enc, classes)
+    z2 = ClassSet(z.x * 3.0, list(z.names), list(z.alphabets), "scaled")        # same classes, same counts
+
+    def proto(ep):
+        return protonet_logits(ep.query_x, prototypes(ep.support_x, ep.n_way, ep.k_shot))
+
+    seen = {"a": [], "b": []}
+
+    def logging(key):
+        def classify(ep):
+            seen[key].append(ep.classes)
+            return proto(ep)
+        return classify
+    accs, per = evaluate_paired({"a": (z, logging("a")), "b": (z2, logging("b"))}, 3, 2, 2, n_episodes=7, seed=4)
+    assert seen["a"] == seen["b"] and len(seen["a"]) == 7          # the same episodes, in the same order
+    assert per["a"].shape == (7,) and torch.equal(per["a"], per["b"])  # scaling does not change the argmin
+    ref = evaluate(proto, z, 3, 2, 2, n_episodes=7, seed=4)
+    assert accs["a"].mean == pytest.approx(ref.mean) and accs["a"].ci95 == pytest.approx(ref.ci95)
+    with pytest.raises(ValueError, match="not the same classes"):
+        evaluate_paired({"a": (z, proto), "b": (z.subset(range(11)), proto)}, 3, 2, 2, n_episodes=2)
 
 
 def test_bad_inputs_give_clear_errors():

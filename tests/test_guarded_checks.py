@@ -152,3 +152,8 @@ def test_named_tuple_inputs_are_copied_and_changes_named_by_field():
     assert "changed its input `state` in place (the values of `state.c` changed)" in message("9.8")
     checks.run_check("9.8", "state", lambda state: state.h + state.c, ref, probe)
     assert status("9.8") == "right"
+
+
+def test_none_in_place_of_a_function_is_wrong_not_a_rerun():
+    checks.run_check("9.7", "a step", None, ref_step, probe_step)
+    assert status("9.7") == "wrong" and "needs a function" in message("9.7")

@@ -116,3 +116,18 @@ def test_bad_inputs_give_clear_errors():
 def test_zero_embedding_gives_finite_attention():
     a = cosine_attention(torch.zeros(1, 3), torch.randn(4, 3))
     assert torch.isfinite(a).all() and torch.allclose(a, torch.full((1, 4), 0.25))
+
+
+def test_attention_figure_has_one_row_per_class_and_labels_the_query():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from course_utils import plots
+    ep = sample_episode(toy_classes(side=28), 3, 2, 2, torch.Generator().manual_seed(0))
+    a = cosine_attention(ep.query_x.flatten(1), ep.support_x.flatten(1), 10.0)
+    y_hat = attention_predict(a[1:2], ep.support_y, 3)[0]
+    fig = plots.matching_attention_figure(ep, a[1], y_hat, 1)
+    assert len(fig.axes) == 3 * 3
+    assert "query 1" in fig.axes[3].get_title() and "true class 0" in fig.axes[3].get_title()
+    assert any("ŷ =" in ax.get_ylabel() for ax in fig.axes)
+    plt.close(fig)

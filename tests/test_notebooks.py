@@ -29,6 +29,12 @@ TIMES = ROOT / ".pytest_cache" / "notebook_times.json"
 # a phrase the check's message must contain). Each is inside one exercise's solution region.
 WRONG = {
     "00_few_shot_tasks.ipynb": ("1.96 *", "1.645 *", "1.645"),
+    "01_contrastive_siamese.ipynb": ("    return (1 - Y) * D ** 2 + Y * torch.clamp(margin - D, min=0) ** 2",
+                                     "    return Y * D ** 2 + (1 - Y) * torch.clamp(margin - D, min=0) ** 2",
+                                     "the seed article's mistake"),
+    "02_matching_prototypical.ipynb": ("return torch.softmax(scale * (f @ g.T), dim=1)",
+                                       "return torch.softmax(scale * (f @ g.T), dim=0)",
+                                       "the softmax runs over the queries (dim=0)"),
     "04_meta_lstm.ipynb": ("return torch.stack(losses).mean()", "return torch.stack(losses).sum()",
                            "task losses are summed (mean vs sum)"),
 }

@@ -23,13 +23,17 @@ def test_show_episode_grid_and_labels():
     fig = plots.show_episode(ep, max_query=3)
     assert len(fig.axes) == 4 * (2 + 3)
     assert fig.axes[0].get_title(loc="left") == "support"
-    assert ep.classes[0] in fig.axes[0].get_ylabel()
+    alphabet, char = ep.classes[0].split("/")
+    assert fig.axes[0].get_ylabel() == f"y = 0\n{alphabet}\n{char}"          # readable: one part a line
+    assert fig.axes[0].yaxis.label.get_fontsize() >= 9
+    assert plots._class_label("Mkhedruli_(Georgian)/character04/rot180") == \
+        "Mkhedruli (Georgian)\ncharacter04, rot 180°"
     assert len(plots.show_episode(sample_meta_batch(toy_classes(), 2, 3, 1, 1)).axes) == 3 * 2
 
 
 def test_show_classes_and_curves():
     fig = plots.show_classes(toy_classes(), n_classes=3, n_examples=4)
-    assert len(fig.axes) == 12
+    assert len(fig.axes) == 12 and fig.axes[0].yaxis.label.get_fontsize() >= 9
     h = History()
     for i in range(50):
         h.log(i, loss=1 / (i + 1))
@@ -64,3 +68,14 @@ def test_episode_browser_runs_headless(capsys):
     assert widgets.draw_episode(sets, "toy", "a1", n_way=3, k_shot=1) is not None
     assert widgets.draw_episode(sets, "toy", "a1", n_way=9, k_shot=1) is None
     assert "only 4" in capsys.readouterr().out
+
+
+def test_baseline_pretraining_curves_mark_chance():
+    h = History()
+    for i in range(60):
+        h.log(i, loss=6 / (i + 1), acc=i / 60)
+    fig = plots.baseline_pretraining_curves(h, 400, title="t")
+    loss_ax, acc_ax = fig.axes
+    assert [line.get_label() for line in loss_ax.lines] == ["loss", "chance: ln 400"]
+    assert loss_ax.lines[-1].get_ydata()[0] == pytest.approx(5.9915, abs=1e-4)
+    assert acc_ax.lines[-1].get_ydata()[0] == 1 / 400 and "accuracy" in acc_ax.get_ylabel()

@@ -87,3 +87,27 @@ def test_classify_embedded_picks_the_nearest_class_mean():
     assert logits.shape == (12, 4)
     assert torch.equal(logits, protonet_logits(ep.query_x, prototypes(ep.support_x, 4, 2)))
     assert (logits.argmax(1) == ep.query_y).all()
+
+
+def test_chapter_02_figures_draw_prototypes_and_bars():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from course_utils import plots
+    from course_utils.evaluation import Accuracy
+    g = torch.Generator().manual_seed(0)
+    zs, zq = torch.randn(6, 5, generator=g), torch.randn(9, 5, generator=g)
+    c = prototypes(zs, 3, 2)
+    fig = plots.proto_embedding_figure(zs, zq, c, torch.arange(3).repeat_interleave(2),
+                                       torch.arange(3).repeat_interleave(3), "an episode")
+    ax = fig.axes[0]
+    assert ax.get_title() == "an episode" and ax.get_xlabel() and ax.get_ylabel()
+    assert len(ax.collections) == 3 * 3          # support, queries, prototype for each class
+    plt.close(fig)
+    settings = [(5, 1), (20, 1)]
+    results = {m: {s: Accuracy(0.5 + 0.1 * i, 0.02, 10) for s in settings} for i, m in enumerate("AB")}
+    fig = plots.matching_proto_accuracy_bars(results, settings, "bars")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["5-way 1-shot", "20-way 1-shot"]
+    assert len(ax.patches) == 4 and ax.get_ylabel() == "meta-test accuracy (%)"
+    plt.close(fig)
