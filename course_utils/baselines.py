@@ -3,9 +3,9 @@
 1. **Pixel nearest neighbour**: label a query with the label of the closest support image,
    ŷ(x̂) = y_{i*}, i* = argmin_i ||x̂ - x_i||_2 (raw pixels; no learning at all).
 2. **Pre-train, then fit a linear head** (the "Baseline" of Chen et al., ICLR 2019,
-   arXiv:1904.04232; Tian et al., ECCV 2020, arXiv:2003.11539): train an embedding f_φ as an
+   arXiv:1904.04232; Tian et al., ECCV 2020, arXiv:2003.11539): train an embedding f_θ as an
    ordinary classifier over all meta-training classes, freeze it, and for each episode fit a
-   softmax regression p(y | x) = softmax(W f_φ(x) + b) on the support set alone.
+   softmax regression p(y | x) = softmax(W f_θ(x) / ||f_θ(x)|| + b) on the support set alone.
 
 Both work on whole batches of episodes at once where it pays (heads for 600 episodes are
 fitted together as one batched optimisation).
@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from .episodes import ClassSet, Episode
 from .nets import conv4, embedding_dim
 from .episodic import embed_class_set
+from .progress import progress
 from .training import History, train_loop
 
 __all__ = ["pixel_nn", "pixel_nn_classify", "pretrain_embedding", "embed_classes", "fit_linear_head",
@@ -70,12 +71,23 @@ def pretrain_embedding(train: ClassSet, steps: int, batch_size: int = 128, lr: f
 
 
 def embed_classes(net: nn.Module, classes: ClassSet, batch_size: int = 512,
-                  device: torch.device | str = "cpu") -> ClassSet:
+                  device: torch.device | str = "cpu", desc: str | None = None) -> ClassSet:
     """The same classes with every example replaced by its embedding ``f(x)`` (C, M, D).
 
-    (The course's one implementation lives in :func:`episodic.embed_class_set`.)
+    ``desc``: show a progress bar with this label (the classes are then embedded a chunk of about
+    ``batch_size`` images at a time). The course's one implementation of the embedding itself is
+    :func:`episodic.embed_class_set`.
     """
-    return embed_class_set(net, classes, device=device, batch_size=batch_size)
+    if desc is None or len(classes) == 0:
+        return embed_class_set(net, classes, device=device, batch_size=batch_size)
+    per = max(1, batch_size // max(1, classes.min_examples()))
+    chunks = [list(range(i, min(i + per, len(classes)))) for i in range(0, len(classes), per)]
+    xs: list[Tensor] = []
+    for idx in progress(chunks, desc=desc):
+        part = embed_class_set(net, classes.subset(idx), device=device, batch_size=batch_size).x
+        xs.extend(part.unbind(0) if isinstance(part, Tensor) else part)
+    x = torch.stack(xs) if len({t.shape for t in xs}) == 1 else xs
+    return ClassSet(x, list(classes.names), list(classes.alphabets), f"{classes.title} (embedded)")
 
 
 def fit_linear_head(support_f: Tensor, support_y: Tensor, n_way: int, steps: int = 100, lr: float = 0.5,

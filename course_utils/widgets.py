@@ -33,8 +33,9 @@ def draw_episode(sets: Mapping[str, ClassSet], dataset: str, alphabet: str = ALL
     except ValueError as err:
         print(f"Can't sample this episode: {err}")
         return None
+    scope = "all alphabets" if alphabet == ALL else alphabet.replace("_", " ")
     fig = plots.show_episode(ep, max_query=q_query,
-                             title=f"{dataset}, {alphabet}: {n_way}-way {k_shot}-shot (seed {seed})")
+                             title=f"{dataset}, {scope}: {n_way}-way {k_shot}-shot (seed {seed})")
     plt.show()
     return fig
 

@@ -46,6 +46,12 @@ def test_pretrain_and_embed_shapes():
     assert len(hist.values["loss"]) == 3 and not net.training
     emb = baselines.embed_classes(net, cs)
     assert emb.x.shape == (6, 20, 8) and emb.names == cs.names
+    chunked = baselines.embed_classes(net, cs, batch_size=40, desc="embedding")  # 2 classes a chunk
+    assert chunked.names == cs.names and torch.allclose(chunked.x, emb.x, atol=1e-5)
+    ragged = ClassSet([cs.x[0], cs.x[1][:15], cs.x[2]], cs.names[:3], cs.alphabets[:3], "ragged")
+    parts = baselines.embed_classes(net, ragged, batch_size=16, desc="embedding").x
+    assert [tuple(p.shape) for p in parts] == [(20, 8), (15, 8), (20, 8)]
+    assert torch.allclose(parts[1], emb.x[1][:15], atol=1e-5)
 
 
 def test_linear_head_logits_one_episode_agree_with_the_batched_accuracy():

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from course_utils.evaluation import Accuracy, episode_accuracy, evaluate, mean_ci95
+from course_utils.evaluation import Accuracy, episode_accuracy, evaluate, mean_ci95, student_t_quantile
 from conftest import toy_classes
 
 
@@ -46,3 +46,13 @@ def test_evaluate_oracle_and_chance():
     rand = evaluate(lambda ep: torch.randint(0, 5, ep.query_y.shape), cs, 5, 1, 3, n_episodes=200)
     assert abs(rand.mean - 0.2) < 3 * rand.ci95 + 0.02
     assert isinstance(rand, Accuracy)
+
+
+def test_student_t_quantile_known_values():
+    assert student_t_quantile(0.975, 4) == pytest.approx(2.776445105, abs=1e-8)
+    assert student_t_quantile(0.975, 19) == pytest.approx(2.093024054, abs=1e-8)
+    assert student_t_quantile(0.95, 10) == pytest.approx(1.812461123, abs=1e-8)
+    assert student_t_quantile(0.975, 1) == pytest.approx(12.70620474, abs=1e-6)
+    assert student_t_quantile(0.975, 1e7) == pytest.approx(1.959964, abs=1e-5)
+    with pytest.raises(ValueError):
+        student_t_quantile(0.3, 4)

@@ -28,7 +28,7 @@ TIMES = ROOT / ".pytest_cache" / "notebook_times.json"
 # One wrong answer per chapter, as a student might write it: (text in the solution, replacement,
 # a phrase the check's message must contain). Each is inside one exercise's solution region.
 WRONG = {
-    "00_few_shot_tasks.ipynb": ("1.96 *", "1.645 *", "1.645"),
+    "00_few_shot_tasks.ipynb": ("1.96 * a.std()", "2 * a.std()", "z = 2 instead of 1.96"),
     "01_contrastive_siamese.ipynb": ("    return (1 - Y) * D ** 2 + Y * torch.clamp(margin - D, min=0) ** 2",
                                      "    return Y * D ** 2 + (1 - Y) * torch.clamp(margin - D, min=0) ** 2",
                                      "the seed article's mistake"),
@@ -127,9 +127,13 @@ def student_copy(folder: Path, name: str, wrong: tuple[str, str, str] | None = N
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
-            if wrong and not replaced and wrong[0] in cell.source and exercises.BEGIN in cell.source:
-                cell.source = cell.source.replace(wrong[0], wrong[1], 1)
-                replaced = True
+            if wrong and not replaced and exercises.BEGIN in cell.source:
+                head, region = cell.source.split(exercises.BEGIN, 1)
+                region, tail = region.split(exercises.END, 1)
+                if wrong[0] in region:  # only inside the student's part, never a docstring above it
+                    region = region.replace(wrong[0], wrong[1], 1)
+                    cell.source = head + exercises.BEGIN + region + exercises.END + tail
+                    replaced = True
     assert wrong is None or replaced, f"{name}: {wrong[0]!r} is in no exercise cell"
     folder.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, folder / name)
