@@ -10,8 +10,17 @@ Finn, Abbeel & Levine (2017), ICML, arXiv:1703.03400. Presets follow the paper's
 | 20w5s | 20-way 5-shot | 5 / 5 | 0.1 | 16 | 98.9 ± 0.2% |
 | sine  | sinusoid regression, K = 10 | 1 / 1-10 | 0.01 | 25 | see below |
 
-All: Conv-4 with 64 filters and batch-statistics BatchNorm, Adam 1e-3, 60,000 meta-steps (sine:
-70,000), second order unless ``--first-order``. Data: ``few_shot_data()`` (the Vinyals split of real
+All: the course's Conv-4 with 64 filters and batch-statistics BatchNorm, Adam 1e-3, 60,000 meta-steps
+(sine: 70,000), second order unless ``--first-order``.
+
+Not the paper's network or step, by choice (chapter 03, section 10): the course's Conv-4 uses 2x2
+max-pooling, PyTorch's initialisation and BatchNorm eps 1e-5 with adapted scale and shift, where Finn
+et al.'s Omniglot net uses stride-2 convolutions, Glorot initialisation, BatchNorm eps 1e-3 with a shift
+only (learned in the outer loop), and a linear layer on the spatial mean. And ``alpha`` here is a step
+on the *mean* cross-entropy; the paper's code differentiates the cross-entropy summed over the N*K
+support examples divided by K (N times the mean), so its alpha = 0.4 (5-way) is ``--alpha 2.0`` here
+and its 20-way alpha = 0.1 is ``--alpha 2.0`` too. ``benchmarks/maml_inner_lr.py`` compares the two
+scales at chapter 03's quick budget. Data: ``few_shot_data()`` (the Vinyals split of real
 Omniglot with rotations when ``OMNIGLOT_DIR`` is set, else the glyph set; force one with ``--source``).
 Accuracy: mean ± 95% interval over ``--episodes`` meta-test episodes with 15 queries per class.
 The sine preset reports the query MSE after 1, 5 and 10 steps for MAML and for a model pre-trained on

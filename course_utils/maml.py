@@ -16,7 +16,20 @@ and for one inner step the meta-gradient of a task is
 with H_S the Hessian of the support loss. *Second order* keeps that Hessian term (it
 differentiates through the inner update, ``create_graph``); *first order* (FOMAML)
 treats the inner gradient as a constant and keeps only grad_theta' L_Q(f_theta').
-The paper sums over tasks; we average, which only rescales the meta learning rate.
+The paper's Algorithm 2 sums over tasks; its code (github.com/cbfinn/maml) and we average, which
+only rescales the meta learning rate.
+
+Names follow chapter 03's exercises: the inner-loop functions (:func:`inner_step`, :func:`adapt`,
+:func:`task_loss`) take ``loss_fn`` and ``create_graph`` (``True``: differentiate through the inner
+gradient, second order; ``False``: treat it as a constant, first order), in the exercises' order. The
+algorithm-level ones (:func:`meta_gradient`, :class:`MAML`) take ``first_order`` (FOMAML, the name of
+the variant) and ``loss``.
+
+Loss scale: ``loss_fn`` is a *mean* over the examples (``F.mse_loss``, ``F.cross_entropy``), so alpha
+is a step on the mean loss. Finn et al.'s classification code differentiates the per-example
+cross-entropy summed over the N*K support examples and divided by K, i.e. N times the mean: their
+alpha = 0.4 for 5-way Omniglot is a step of 0.4 * 5 = 2.0 on the mean loss. (Their sinusoid MSE is a
+mean, so alpha = 0.01 there means the same as here.)
 
 Parameters are plain dicts ``{name: tensor}`` and the network runs with
 ``torch.func.functional_call``, so an adapted copy of the weights never touches the
@@ -131,33 +144,44 @@ def _support_grads(model: nn.Module, params: Params, x_s: Tensor, y_s: Tensor, l
 
 
 def inner_step(model: nn.Module, params: Params, x_s: Tensor, y_s: Tensor, alpha: float,
-               loss: str | LossFn = "mse", first_order: bool = False,
+               loss_fn: str | LossFn = "mse", create_graph: bool = True,
                use_autograd: bool = False) -> Params:
-    """One inner step: theta' = theta - alpha * grad_theta L_S(f_theta).
+    """One inner step: theta' = theta - alpha * grad_theta L_S(f_theta) (exercise 3.1's signature).
 
-    Differentiable in ``params`` (second order) unless ``first_order``. With ``use_autograd``
-    the gradient comes from ``torch.autograd.grad`` (params must require grad), otherwise from
-    ``torch.func.grad`` (works inside ``vmap`` and on tensors that do not require grad).
+    ``create_graph=True`` keeps the gradient differentiable, so theta' is a second-order function of
+    ``params`` (MAML); ``create_graph=False`` treats it as a constant (first order). With
+    ``use_autograd`` the gradient comes from ``torch.autograd.grad`` (params must require grad),
+    otherwise from ``torch.func.grad`` (works inside ``vmap`` and on tensors that do not require grad).
     """
-    g = _support_grads(model, params, x_s, y_s, resolve_loss(loss), first_order, use_autograd)
+    g = _support_grads(model, params, x_s, y_s, resolve_loss(loss_fn), not create_graph, use_autograd)
     return {k: params[k] - alpha * g[k] for k in params}
 
 
 def adapt(model: nn.Module, params: Params, x_s: Tensor, y_s: Tensor, alpha: float, steps: int,
-          loss: str | LossFn = "mse", first_order: bool = False, use_autograd: bool = False) -> Params:
-    """``steps`` inner steps from ``params`` on the support set (``steps=0`` returns ``params``)."""
+          loss_fn: str | LossFn = "mse", create_graph: bool = True, use_autograd: bool = False, *,
+          first_order: bool | None = None) -> Params:
+    """``steps`` inner steps from ``params`` on the support set (``steps=0`` returns ``params``).
+
+    ``first_order=True`` is an older spelling of ``create_graph=False``, kept for existing callers.
+    """
     _check_steps(steps, allow_zero=True)
+    if first_order is not None:
+        create_graph = not first_order
     for _ in range(steps):
-        params = inner_step(model, params, x_s, y_s, alpha, loss, first_order, use_autograd)
+        params = inner_step(model, params, x_s, y_s, alpha, loss_fn, create_graph, use_autograd)
     return params
 
 
 def task_loss(model: nn.Module, params: Params, x_s: Tensor, y_s: Tensor, x_q: Tensor, y_q: Tensor,
-              alpha: float, steps: int, loss: str | LossFn = "mse", first_order: bool = False,
+              alpha: float, steps: int, loss_fn: str | LossFn = "mse", create_graph: bool = True,
               use_autograd: bool = False) -> Tensor:
-    """One task's meta-objective: L_Q(f_theta') with theta' adapted on the support set."""
-    loss_fn = resolve_loss(loss)
-    adapted = adapt(model, params, x_s, y_s, alpha, steps, loss_fn, first_order, use_autograd)
+    """One task's meta-objective: L_Q(f_theta') with theta' adapted on the support set.
+
+    Its gradient with respect to ``params`` is MAML's meta-gradient with ``create_graph=True`` and
+    first-order MAML's with ``create_graph=False``.
+    """
+    loss_fn = resolve_loss(loss_fn)
+    adapted = adapt(model, params, x_s, y_s, alpha, steps, loss_fn, create_graph, use_autograd)
     return loss_fn(forward(model, adapted, x_q), y_q)
 
 
@@ -223,7 +247,7 @@ def meta_gradient(model: nn.Module, x_s: Tensor, y_s: Tensor, x_q: Tensor, y_q: 
         strategy = choose_strategy(model, next(iter(theta.values())).device)
     if strategy == "vmap":
         def one(p, xs, ys, xq, yq):
-            return task_loss(model, p, xs, ys, xq, yq, alpha, steps, loss_fn, first_order)
+            return task_loss(model, p, xs, ys, xq, yq, alpha, steps, loss_fn, not first_order)
         g, losses = vmap(grad_and_value(one), in_dims=(None, 0, 0, 0, 0))(theta, x_s, y_s, x_q, y_q)
         return losses.mean().detach(), {k: v.mean(0) for k, v in g.items()}
     b = x_s.shape[0]
@@ -233,7 +257,7 @@ def meta_gradient(model: nn.Module, x_s: Tensor, y_s: Tensor, x_q: Tensor, y_q: 
                            device=x_q.device)
     for i in range(b):
         li = task_loss(model, leaves, x_s[i], y_s[i], x_q[i], y_q[i], alpha, steps, loss_fn,
-                       first_order, use_autograd=True)
+                       create_graph=not first_order, use_autograd=True)
         gs = torch.autograd.grad(li, list(leaves.values()), allow_unused=True)
         for k, gk in zip(leaves, gs):
             if gk is not None:
@@ -293,7 +317,7 @@ class MAML:
         if _on_cpu(theta):
             keep_freed_cpu_memory()
         with torch.enable_grad():  # plain autograd, first order: the fastest for one task
-            out = adapt(self.model, theta, x_s, y_s, self.alpha, steps, self.loss_fn, first_order=True,
+            out = adapt(self.model, theta, x_s, y_s, self.alpha, steps, self.loss_fn, create_graph=False,
                         use_autograd=True)
         return {k: v.detach() for k, v in out.items()}
 
@@ -332,7 +356,7 @@ def adaptation_curve(model: nn.Module, x_s: Tensor, y_s: Tensor, x_q: Tensor, y_
     def one(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> Tensor:
         p, out = theta, [loss_fn(forward(model, theta, xq), yq)]
         for _ in range(steps):
-            p = inner_step(model, p, xs, ys, alpha, loss_fn, first_order=True)
+            p = inner_step(model, p, xs, ys, alpha, loss_fn, create_graph=False)
             out.append(loss_fn(forward(model, p, xq), yq))
         return torch.stack(out)
 

@@ -1,8 +1,11 @@
 """The small networks the course shares.
 
 - :func:`conv4`: the 4-block embedding of Vinyals et al. (2016), used by Snell et al.
-  (2017) and Finn et al. (2017): [3x3 conv, 64 filters -> BatchNorm -> ReLU -> 2x2 max-pool] x 4.
-  A 28x28 image becomes a 64-d vector (28 -> 14 -> 7 -> 3 -> 1).
+  (2017): [3x3 conv, 64 filters -> BatchNorm -> ReLU -> 2x2 max-pool] x 4.
+  A 28x28 image becomes a 64-d vector (28 -> 14 -> 7 -> 3 -> 1). PyTorch's default
+  initialisation and BatchNorm eps 1e-5. Finn et al. (2017) use max-pooling only on
+  MiniImagenet; their Omniglot net has stride-2 convolutions instead, Glorot initialisation
+  and BatchNorm eps 1e-3. The course keeps this one backbone for every chapter.
 - :func:`conv4_classifier`: the same with a linear head (MAML's few-shot classifier).
 - :func:`sine_mlp`: Finn et al.'s regression net, 1 -> 40 -> 40 -> 1 with ReLU.
 

@@ -38,11 +38,11 @@ def bn_conv_batch(b=3, n_way=3, k=2, q=3, seed=0, dtype=D):
     return model, (xs, ys, xq, yq)
 
 
-def mean_task_loss(model, params, batch, alpha, steps, loss, first_order=False):
+def mean_task_loss(model, params, batch, alpha, steps, loss):
     xs, ys, xq, yq = batch
     with torch.no_grad():
-        return sum(maml.task_loss(model, params, xs[i], ys[i], xq[i], yq[i], alpha, steps, loss,
-                                  first_order) for i in range(xs.shape[0])).item() / xs.shape[0]
+        return sum(maml.task_loss(model, params, xs[i], ys[i], xq[i], yq[i], alpha, steps, loss)
+                   for i in range(xs.shape[0])).item() / xs.shape[0]
 
 
 def fd_directional(model, batch, alpha, steps, loss, direction, eps=1e-6):
@@ -208,12 +208,12 @@ def test_inner_step_lowers_the_support_loss():
     assert a < b
 
 
-def test_inner_step_is_differentiable_unless_first_order():
+def test_inner_step_is_differentiable_unless_create_graph_is_false():
     model, (xs, ys, _, _) = mlp_batch(b=1)
     theta = {k: v.detach().requires_grad_() for k, v in model.named_parameters()}
     for use_autograd in (False, True):
         so = maml.inner_step(model, theta, xs[0], ys[0], 0.1, use_autograd=use_autograd)
-        fo = maml.inner_step(model, theta, xs[0], ys[0], 0.1, first_order=True,
+        fo = maml.inner_step(model, theta, xs[0], ys[0], 0.1, create_graph=False,
                              use_autograd=use_autograd)
         w = "2.weight"
         # d theta'/d theta: identity minus alpha times a Hessian block (second order) or exactly identity
@@ -372,7 +372,7 @@ def test_saved_tensor_bytes_second_order_grows_with_steps_first_order_does_not()
 
     def size(steps, fo):
         loss, n = maml.saved_tensor_bytes(lambda: maml.task_loss(
-            model, theta, xs[0], ys[0], xq[0], yq[0], 0.05, steps, first_order=fo, use_autograd=True))
+            model, theta, xs[0], ys[0], xq[0], yq[0], 0.05, steps, create_graph=not fo, use_autograd=True))
         assert loss.requires_grad
         return n
     assert size(1, True) == size(4, True) > 0
@@ -385,3 +385,43 @@ def test_keep_freed_cpu_memory_is_idempotent_and_can_be_switched_off(monkeypatch
     monkeypatch.setattr(maml, "_MALLOC_TUNED", False)
     monkeypatch.setenv("COURSE_MALLOC_TUNING", "0")
     assert maml.keep_freed_cpu_memory() is False
+
+
+def test_inner_step_takes_the_exercise_s_arguments_in_the_exercise_s_order():
+    """maml.inner_step(model, params, x_s, y_s, alpha, loss_fn, create_graph) as exercise 3.1."""
+    import inspect
+    names = list(inspect.signature(maml.inner_step).parameters)
+    assert names[:7] == ["model", "params", "x_s", "y_s", "alpha", "loss_fn", "create_graph"]
+    assert inspect.signature(maml.inner_step).parameters["create_graph"].default is True
+    for fn in (maml.adapt, maml.task_loss):
+        params = inspect.signature(fn).parameters
+        assert "loss_fn" in params and params["create_graph"].default is True
+    model, (xs, ys, xq, yq) = mlp_batch(b=1)
+    theta = {k: v.detach().requires_grad_() for k, v in model.named_parameters()}
+    # positional, as the exercise calls it: F.mse_loss, create_graph=False
+    a = maml.inner_step(model, theta, xs[0], ys[0], 0.1, F.mse_loss, False)
+    assert all(not torch.equal(a[k], theta[k]) for k in theta)
+    j = torch.autograd.grad(a["2.weight"].sum(), theta["2.weight"])[0]
+    assert torch.allclose(j, torch.ones_like(j))
+
+
+def test_adapt_keeps_first_order_as_an_alias_of_create_graph_false():
+    model, (xs, ys, _, _) = mlp_batch(b=1)
+    theta = {k: v.detach().requires_grad_() for k, v in model.named_parameters()}
+    old = maml.adapt(model, theta, xs[0], ys[0], 0.05, 2, first_order=True)
+    new = maml.adapt(model, theta, xs[0], ys[0], 0.05, 2, create_graph=False)
+    so = maml.adapt(model, theta, xs[0], ys[0], 0.05, 2)
+    w = "2.weight"
+    jo, jn, js = (torch.autograd.grad(d[w].sum(), theta[w], retain_graph=True)[0] for d in (old, new, so))
+    assert torch.equal(old[w], new[w]) and torch.equal(jo, jn) and not torch.allclose(jn, js)
+
+
+def test_first_order_task_loss_gradient_is_the_fomaml_gradient():
+    model, (xs, ys, xq, yq) = mlp_batch(b=1)
+    theta = {k: v.detach().requires_grad_() for k, v in model.named_parameters()}
+    li = maml.task_loss(model, theta, xs[0], ys[0], xq[0], yq[0], 0.05, 3, create_graph=False,
+                        use_autograd=True)
+    g = dict(zip(theta, torch.autograd.grad(li, list(theta.values()))))
+    _, want = maml.meta_gradient(model, xs, ys, xq, yq, alpha=0.05, steps=3, first_order=True)
+    for k in theta:
+        assert torch.allclose(g[k], want[k], atol=1e-12), k

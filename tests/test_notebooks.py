@@ -35,6 +35,9 @@ WRONG = {
     "02_matching_prototypical.ipynb": ("return torch.softmax(scale * (f @ g.T), dim=1)",
                                        "return torch.softmax(scale * (f @ g.T), dim=0)",
                                        "the softmax runs over the queries (dim=0)"),
+    "03_maml.ipynb": ("    return dict(zip(adapted, torch.autograd.grad(loss, list(adapted.values()))))",
+                      "    return {name: (params[name] - p).detach() for name, p in adapted.items()}",
+                      "Reptile's direction theta - theta'"),
     "04_meta_lstm.ipynb": ("return torch.stack(losses).mean()", "return torch.stack(losses).sum()",
                            "task losses are summed (mean vs sum)"),
 }

@@ -1,31 +1,50 @@
 """Checks for chapter 03 (MAML): the inner step, the meta-gradient by hand, the outer step, first order.
 
-Classic mistakes recognised (each computed, then matched against the student's output):
-a missing ``create_graph`` (the meta-gradient loses its Hessian term), support and query
-swapped, an inner step that detaches theta (entirely, or ``p.detach() - alpha * g`` with a gradient
-that keeps its graph: the Jacobian becomes -alpha H instead of I - alpha H), the meta-optimiser
-stepping on the adapted instead of the initial parameters, a missing ``zero_grad``, the sign of the
-Hessian term, and a meta-loss returned as a tensor instead of a Python float.
+Exercises:
+    3.1 ``inner_step(model, params, x_s, y_s, alpha, loss_fn, create_graph=True) -> dict``
+    3.2 ``linreg_meta_gradient(theta, x_s, y_s, x_q, y_q, alpha) -> Tensor (2,)``
+    3.3 ``maml_step(model, meta_opt, tasks, alpha, steps, loss_fn) -> float``
+    3.4 ``fomaml_gradient(model, params, x_s, y_s, x_q, y_q, alpha, steps, loss_fn) -> dict``
+
+Each probe calls the student's function again with each argument changed on its own (two step sizes
+alpha, two losses, a classifier with ``F.cross_entropy`` for 3.1, ``create_graph`` True and False, two
+numbers of inner steps), so an ignored argument fails, and it runs 3.1 and 3.4 from parameters that
+differ from the model's own weights (so ``model(x)`` in place of ``functional_call`` shows). Inputs are
+copied per call (``checks.run_check``): a change in place (``.data``, ``add_``, ``-=``, assigning into
+``params``) is named first.
+
+Classic mistakes recognised (each computed, then matched against the student's output): a missing
+``create_graph`` (the meta-gradient loses its Hessian term) or one always on; an inner step that
+detaches theta (entirely, or ``p.detach() - alpha * g`` with a gradient that keeps its graph: the
+Jacobian becomes -alpha H instead of I - alpha H); gradient ascent; alpha, ``loss_fn`` or ``steps``
+ignored; the model's own weights used instead of ``params``; a summed instead of a mean loss (over
+examples, or over the tasks of a meta-batch); support and query swapped, the query set used in the
+inner loop, or one set for both (the seed article's formula read literally); the Hessian of the wrong
+set, its sign, a missing alpha or factor 2, the query gradient taken at theta; the meta-optimiser
+stepping the adapted instead of the initial parameters, a missing ``zero_grad``, one optimiser step
+per task; a meta-loss returned as a tensor; and for first order the second-order gradient, the
+gradient at theta, the adapted parameters themselves, or Reptile's direction theta - theta'.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ..checks import (Mistake, diagnose, expect, expect_close, expect_grad, expect_shape, expect_type,
-                      run_check)
+from ..checks import (Mistake, _close, _where, describe, expect, expect_close,
+                      expect_device_agnostic, expect_grad, expect_shape, run_check)
 
 __all__ = ["EXERCISES", "inner_step", "linreg_meta_gradient", "maml_step", "fomaml_gradient",
            "reference_inner_step", "reference_linreg_meta_gradient", "reference_maml_step",
-           "reference_fomaml_gradient"]
+           "reference_fomaml_gradient", "log_cosh_loss"]
 
 EXERCISES = ["3.1", "3.2", "3.3", "3.4"]
 D = torch.float64
 LossFn = Callable[[Tensor, Tensor], Tensor]
+TOL = dict(atol=1e-10, rtol=1e-8)
 
 
 # ----------------------------------------------------------------------------- references
@@ -47,7 +66,7 @@ def reference_linreg_meta_gradient(theta: Tensor, x_s: Tensor, y_s: Tensor, x_q:
     hess_s = 2 / len(x_s) * phi_s.T @ phi_s
     theta_adapted = theta - alpha * grad_s
     grad_q = 2 / len(x_q) * phi_q.T @ (phi_q @ theta_adapted - y_q)
-    return (torch.eye(2, dtype=theta.dtype) - alpha * hess_s) @ grad_q
+    return (torch.eye(2, dtype=theta.dtype, device=theta.device) - alpha * hess_s) @ grad_q
 
 
 def reference_maml_step(model: nn.Module, meta_opt: torch.optim.Optimizer,
@@ -83,11 +102,21 @@ def reference_fomaml_gradient(model: nn.Module, params: dict[str, Tensor], x_s: 
     return dict(zip(adapted, torch.autograd.grad(loss, list(adapted.values()))))
 
 
+def log_cosh_loss(pred: Tensor, y: Tensor) -> Tensor:
+    """A second regression loss for the probes (smooth, not the squared error): mean log cosh(pred - y)."""
+    return torch.log(torch.cosh(pred - y)).mean()
+
+
 # ----------------------------------------------------------------------------- probe data
 
 def _net(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(1, 6), nn.Tanh(), nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 1)).to(D)
+
+
+def _classifier(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(2, 5), nn.Tanh(), nn.Linear(5, 3)).to(D)
 
 
 def _tasks(b: int = 2, k: int = 5, q: int = 7, seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -104,52 +133,134 @@ def _leaves(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().clone().requires_grad_() for k, v in model.named_parameters()}
 
 
-def _expect_params_dict(out, like: dict[str, Tensor], what: str) -> None:
-    expect_type(out, dict, what)
-    expect(list(out) == list(like), f"{what} should have the same names as params, in order: "
-           f"{list(like)}; got {list(out)}.", "Build it with a dict comprehension over params.items().")
-    for k in like:
-        expect_type(out[k], Tensor, f"{what}[{k!r}]")
-        expect_shape(out[k], tuple(like[k].shape), f"{what}[{k!r}]")
+def _theta(model: nn.Module, seed: int = 5) -> dict[str, Tensor]:
+    """Parameters that differ from the model's own weights (so model(x) instead of functional_call shows)."""
+    g = torch.Generator().manual_seed(seed)
+    return {k: (v.detach() + 0.3 * torch.randn(v.shape, generator=g, dtype=v.dtype)).requires_grad_()
+            for k, v in model.named_parameters()}
 
 
 def _vec(d: dict[str, Tensor]) -> Tensor:
     return torch.cat([v.detach().reshape(-1).to(D) for v in d.values()])
 
 
+def _grads(model: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tensor, loss_fn: LossFn) -> dict[str, Tensor]:
+    """grad of loss_fn(f_params(x), y) with respect to params, detached."""
+    p = {k: v.detach().requires_grad_() for k, v in params.items()}
+    g = torch.autograd.grad(loss_fn(functional_call(model, p, (x,)), y), list(p.values()))
+    return dict(zip(p, g))
+
+
 def _jvp(adapted: dict[str, Tensor], theta: dict[str, Tensor], v: dict[str, Tensor]) -> Tensor | None:
     """d/d theta of sum_k <adapted[k], v[k]>: (I - alpha H) v for one inner step (None if no graph)."""
     s = sum((adapted[k] * v[k]).sum() for k in adapted)
-    if not s.requires_grad:
+    if not isinstance(s, Tensor) or not s.requires_grad:
         return None
-    g = torch.autograd.grad(s, list(theta.values()), allow_unused=True, retain_graph=True)
+    try:
+        g = torch.autograd.grad(s, list(theta.values()), allow_unused=True, retain_graph=True)
+    except NotImplementedError as e:  # torch: an operation in the student's step has no second derivative
+        raise Mistake(f"theta' cannot be differentiated with respect to theta: torch says "
+                      f"\"{str(e).splitlines()[0]}\". Some operation in your inner step has no derivative "
+                      "of its gradient, so MAML's second-order meta-gradient cannot be taken through it.",
+                      "Compute the support loss with loss_fn(functional_call(model, params, (x_s,)), y_s) "
+                      "and nothing else.") from None
     return torch.cat([(torch.zeros_like(t) if gi is None else gi).reshape(-1)
                       for t, gi in zip(theta.values(), g)])
 
 
+def _expect_params_dict(out, like: dict[str, Tensor], what: str, entry: str = "tensor") -> None:
+    """``out`` must be a dict with ``like``'s names, in order, each a tensor of the same shape."""
+    if not isinstance(out, dict):
+        extra = ""
+        if isinstance(out, (list, tuple)):
+            extra = " A list or tuple loses the names: build a dict, e.g. {name: ... for name, p in params.items()}."
+        elif isinstance(out, Tensor):
+            extra = (" One tensor (everything flattened together?) is not enough: return one entry per "
+                     "parameter, with the names of params.")
+        raise Mistake(f"{what} should be a dict name -> {entry} with the names of params, but your function "
+                      f"returned {describe(out)}.{extra}")
+    expect(list(out) == list(like), f"{what} should have the same names as params, in order: "
+           f"{list(like)}; got {list(out)}.", "Build it with a dict comprehension over params.items().")
+    for k in like:
+        if not isinstance(out[k], Tensor):
+            raise Mistake(f"{what}[{k!r}] should be a tensor, but it is {describe(out[k])}.")
+        expect_shape(out[k], tuple(like[k].shape), f"{what}[{k!r}]")
+
+
+def _call(fn: Callable, *args, **kwargs):
+    """Call the (guarded) student function; turn autograd's errors that name a classic mistake into it."""
+    try:
+        return fn(*args, **kwargs)
+    except RuntimeError as e:
+        text = str(e)
+        if not getattr(e, "_course_student", False):
+            raise
+        if "appears to not have been used in the graph" in text:
+            raise Mistake(
+                "the loss your function differentiates does not depend on the tensors in `params`"
+                f"{_where(e)}: `model(x)` runs the model's own weights, and `model.parameters()` are not "
+                "the tensors in params.",
+                "Run the net with the given tensors, functional_call(model, params, (x,)), and "
+                "differentiate with respect to list(params.values()).") from None
+        if "does not require grad" in text and "grad_fn" in text:
+            raise Mistake(
+                f"the loss your function differentiates has no graph back to `params`{_where(e)}: "
+                "something detaches the parameters before the forward pass (.detach(), .data, "
+                "torch.no_grad()).", "Use the tensors in params as they are.") from None
+        raise
+
+
+def _first_match(actual: Tensor, what: str, mistakes: Mapping[str, Tensor], right: Tensor,
+                 hint: str = "") -> None:
+    """Raise a Mistake naming the first listed mistake that ``actual`` matches (skipping any that equal
+    the right answer on these inputs); otherwise say plainly that ``actual`` is wrong."""
+    a = actual.detach()
+    if a.shape == right.shape and _close(a, right, **TOL):
+        return
+    for explanation, wrong in mistakes.items():
+        w = torch.as_tensor(wrong).detach()
+        if w.shape == right.shape and _close(w, right, **TOL):
+            continue
+        if a.shape == w.shape and _close(a, w, **TOL):
+            raise Mistake(f"{what}: wrong. It looks like {explanation}", hint)
+    expect_close(a, right, what, hint=hint, **TOL)
+
+
 # ----------------------------------------------------------------------------- 3.1
 
+def _ref_values(model, theta, x, y, alpha, loss_fn) -> Tensor:
+    return _vec(reference_inner_step(model, theta, x, y, alpha, loss_fn, create_graph=False))
+
+
 def _probe_inner_step(fn: Callable) -> None:
-    model, (x_s, y_s, x_q, y_q) = _net(), _tasks(b=1)
+    model, (x_s, y_s, _, _) = _net(), _tasks(b=1)
     x_s, y_s = x_s[0], y_s[0]
     alpha = 0.1
-    theta = _leaves(model)
-    want = reference_inner_step(model, theta, x_s, y_s, alpha, F.mse_loss)
-    out = fn(model, theta, x_s, y_s, alpha, F.mse_loss, create_graph=True)
+    theta = _theta(model)
+    out = _call(fn, model, theta, x_s, y_s, alpha, F.mse_loss, create_graph=True)
     _expect_params_dict(out, theta, "inner_step's result")
-    grad_s = {k: (theta[k] - want[k]).detach() / alpha for k in theta}
-    theta_q = {k: v.detach() for k, v in theta.items()}
-    q = _leaves(model)
-    grad_q = dict(zip(q, torch.autograd.grad(F.mse_loss(functional_call(model, q, (x_q[0],)), y_q[0]),
-                                             list(q.values()))))
-    diagnose(_vec(out), _vec(want), "theta' (the adapted parameters)", {
+    want = reference_inner_step(model, theta, x_s, y_s, alpha, F.mse_loss)
+    t0 = {k: v.detach() for k, v in theta.items()}
+    g = _grads(model, theta, x_s, y_s, F.mse_loss)
+    own = {k: v.detach() for k, v in model.named_parameters()}
+    g_own = _grads(model, own, x_s, y_s, F.mse_loss)
+    g_sum = _grads(model, theta, x_s, y_s, lambda p, y: ((p - y) ** 2).sum())
+    _first_match(_vec(out), "theta' (the adapted parameters)", {
         "it moves up the gradient (theta + alpha * grad); gradient *descent* subtracts.":
-            _vec({k: theta_q[k] + alpha * grad_s[k] for k in theta}),
-        "alpha is missing: theta' = theta - alpha * grad.":
-            _vec({k: theta_q[k] - grad_s[k] for k in theta}),
-        "it uses the gradient of the query loss; the inner step adapts on the support set (x_s, y_s).":
-            _vec({k: theta_q[k] - alpha * grad_q[k] for k in theta}),
-    }, atol=1e-10, rtol=1e-8)
+            _vec({k: t0[k] + alpha * g[k] for k in t0}),
+        "alpha is missing: theta' = theta - alpha * grad.": _vec({k: t0[k] - g[k] for k in t0}),
+        "it returns the gradient instead of theta' = theta - alpha * grad.": _vec(g),
+        "it returns alpha * gradient instead of theta' = theta - alpha * grad.":
+            _vec({k: alpha * g[k] for k in t0}),
+        "it returns params unchanged: subtract alpha * grad from each tensor.": _vec(t0),
+        "the gradient is taken at the model's own weights (model(x_s) or model.parameters()), not at the "
+        "tensors in params: run the net with functional_call(model, params, (x_s,)).":
+            _vec({k: t0[k] - alpha * g_own[k] for k in t0}),
+        "it steps the model's own weights (model.named_parameters()) instead of the tensors in params.":
+            _vec({k: own[k] - alpha * g_own[k] for k in t0}),
+        "the squared errors are summed over the support points instead of calling loss_fn (a mean): "
+        "use loss_fn(prediction, y_s) as given.": _vec({k: t0[k] - alpha * g_sum[k] for k in t0}),
+    }, _vec(want))
     for k, v in out.items():
         expect_grad(v, f"theta'[{k!r}]",
                     "theta' must stay a function of theta: write theta - alpha * grad, without .detach(), "
@@ -177,12 +288,65 @@ def _probe_inner_step(fn: Callable) -> None:
         expect_close(jac, jac_ref, what, atol=1e-9, rtol=1e-7,
                      hint="theta' = p - alpha * g for each (name, p) in params.items(), with g from "
                           "torch.autograd.grad on the support loss computed with those same tensors.")
-    out_fo = fn(model, theta, x_s, y_s, alpha, F.mse_loss, create_graph=False)
+
+    # create_graph=False: the same values, the gradient a constant
+    out_fo = _call(fn, model, theta, x_s, y_s, alpha, F.mse_loss, create_graph=False)
     _expect_params_dict(out_fo, theta, "inner_step's result with create_graph=False")
+    expect_close(_vec(out_fo), _vec(want), "theta' with create_graph=False (the values do not change, only "
+                 "the graph)", **TOL)
     jac_fo = _jvp(out_fo, theta, v)
     expect(jac_fo is None or torch.allclose(jac_fo, _vec(v), atol=1e-10),
            "with create_graph=False the inner gradient should be a constant (Jacobian = identity), but "
-           "yours still carries second-order terms: pass create_graph on to torch.autograd.grad.")
+           "yours still carries second-order terms: pass create_graph on to torch.autograd.grad, do not "
+           "hard-code create_graph=True.")
+
+    # alpha: another step size
+    alpha2 = 0.37
+    out_a = _call(fn, model, theta, x_s, y_s, alpha2, F.mse_loss, create_graph=True)
+    _expect_params_dict(out_a, theta, f"inner_step's result with alpha={alpha2}")
+    _first_match(_vec(out_a), f"theta' with alpha={alpha2}", {
+        f"alpha is ignored (a fixed step size): with alpha={alpha2} your step is the one for alpha={alpha}.":
+            _vec(want),
+        "alpha is ignored: with another alpha your step has another size, theta - alpha * grad uses "
+        "the alpha it is given.": _ref_values(model, theta, x_s, y_s, 0.01, F.mse_loss),
+    }, _ref_values(model, theta, x_s, y_s, alpha2, F.mse_loss))
+
+    # loss_fn: another regression loss, then a classifier with cross-entropy
+    out_l = _call(fn, model, theta, x_s, y_s, alpha, log_cosh_loss, create_graph=True)
+    _expect_params_dict(out_l, theta, "inner_step's result with loss_fn=log_cosh_loss")
+    _first_match(_vec(out_l), "theta' with loss_fn=log_cosh_loss", {
+        "loss_fn is ignored: with loss_fn=log_cosh_loss your step is the one for the mean squared error. "
+        "Compute the support loss as loss_fn(prediction, y_s).": _vec(want),
+    }, _ref_values(model, theta, x_s, y_s, alpha, log_cosh_loss))
+    clf = _classifier()
+    theta_c = _theta(clf, seed=6)
+    gc = torch.Generator().manual_seed(8)
+    x_c, y_c = torch.randn(6, 2, generator=gc, dtype=D), torch.arange(6) % 3
+    try:
+        out_c = fn(clf, theta_c, x_c, y_c, 0.5, F.cross_entropy, create_graph=True)
+    except Mistake:
+        raise
+    except Exception as e:
+        if not getattr(e, "_course_student", False):
+            raise
+        raise Mistake(f"with a 3-way classifier and loss_fn=F.cross_entropy (labels of shape (6,)) your "
+                      f"function raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                      f"{_where(e)}. inner_step must work for any model and loss: call "
+                      "loss_fn(functional_call(model, params, (x_s,)), y_s) and nothing specific to "
+                      "regression (no reshaping of y_s, no MSE).") from None
+    _expect_params_dict(out_c, theta_c, "inner_step's result for a classifier with F.cross_entropy")
+    expect_close(_vec(out_c), _ref_values(clf, theta_c, x_c, y_c, 0.5, F.cross_entropy),
+                 "theta' for a classifier with loss_fn=F.cross_entropy", **TOL)
+
+    # a second step starts from adapted parameters (not leaves): it must work the same
+    two = _call(fn, model, want, x_s, y_s, alpha, F.mse_loss, create_graph=True)
+    _expect_params_dict(two, theta, "inner_step's result from adapted parameters")
+    expect_close(_vec(two), _ref_values(model, want, x_s, y_s, alpha, F.mse_loss),
+                 "a second inner step, started from the first one's theta'", **TOL)
+    for k, t in two.items():
+        expect_grad(t, f"theta' after two steps [{k!r}]",
+                    "From adapted parameters (tensors with a graph, not leaves) the step must keep the graph "
+                    "too: no .detach(), no fresh leaves.")
 
 
 def inner_step(student: Callable) -> Callable:
@@ -200,40 +364,79 @@ def _linreg_data() -> tuple[Tensor, ...]:
     return torch.tensor([0.4, 0.8], dtype=D), x_s, y_s, x_q, y_q
 
 
-def _linreg_pieces(theta, x_s, y_s, x_q, y_q, alpha, factor=2.0):
-    ps = torch.stack([x_s, torch.ones_like(x_s)], 1)
-    pq = torch.stack([x_q, torch.ones_like(x_q)], 1)
-    gs = factor / len(x_s) * ps.T @ (ps @ theta - y_s)
-    h = factor / len(x_s) * ps.T @ ps
-    t1 = theta - alpha * gs
-    gq = factor / len(x_q) * pq.T @ (pq @ t1 - y_q)
-    gq0 = factor / len(x_q) * pq.T @ (pq @ theta - y_q)
-    return gs, h, gq, gq0
+def _linreg_variant(theta, x_s, y_s, x_q, y_q, alpha, adapt="s", score="q", hess="s", at="adapted",
+                    factor=2.0, norm="mean", sign=-1.0, hessian=True, alpha_h=True) -> Tensor:
+    """The 1-D linear-regression meta-gradient, right or with one deliberate mistake."""
+    sets = {"s": (x_s, y_s), "q": (x_q, y_q)}
+
+    def scale(x):
+        return {"mean": 1 / len(x), "sum": 1.0, "support_size": 1 / len(x_s)}[norm]
+
+    def phi(x):
+        return torch.stack([x, torch.ones_like(x)], 1)
+
+    def grad(name, t):
+        x, y = sets[name]
+        return factor * scale(x) * phi(x).T @ (phi(x) @ t - y)
+
+    def hessian_of(name):
+        x, _ = sets[name]
+        return factor * scale(x) * phi(x).T @ phi(x)
+
+    adapted = theta - alpha * grad(adapt, theta)
+    g_q = grad(score, adapted if at == "adapted" else theta)
+    if not hessian:
+        return g_q
+    return (torch.eye(2, dtype=D) + sign * (alpha if alpha_h else 1.0) * hessian_of(hess)) @ g_q
 
 
 def _probe_linreg(fn: Callable) -> None:
     theta, x_s, y_s, x_q, y_q = _linreg_data()
     alpha = 0.3
     out = fn(theta.clone(), x_s, y_s, x_q, y_q, alpha)
+    if not isinstance(out, Tensor):
+        raise Mistake(f"the meta-gradient should be one tensor of shape (2,), (dL/dw, dL/db); your function "
+                      f"returned {describe(out)}.", "Return a tensor, e.g. torch.stack([dw, db]) or the "
+                      "matrix-vector product (I - alpha H_S) @ grad_q.")
     expect_shape(out, (2,), "the meta-gradient", "Return (dL/dw, dL/db) as one tensor of shape (2,).")
-    expect(torch.isfinite(out).all(), "the meta-gradient contains NaN or inf.")
-    want = reference_linreg_meta_gradient(theta, x_s, y_s, x_q, y_q, alpha)
-    eye = torch.eye(2, dtype=D)
-    _, h, gq, gq0 = _linreg_pieces(theta, x_s, y_s, x_q, y_q, alpha)
-    _, _, gq_swap, _ = _linreg_pieces(theta, x_q, y_q, x_s, y_s, alpha)
-    _, h_swap, _, _ = _linreg_pieces(theta, x_q, y_q, x_s, y_s, alpha)
-    _, h1, gq1, _ = _linreg_pieces(theta, x_s, y_s, x_q, y_q, alpha, factor=1.0)
-    diagnose(out, want, "the meta-gradient", {
+    expect(bool(torch.isfinite(out).all()), "the meta-gradient contains NaN or inf.")
+    data = (theta, x_s, y_s, x_q, y_q, alpha)
+    want = _linreg_variant(*data)
+    _first_match(out, "the meta-gradient", {
         "it is grad L_Q(theta') alone: the Hessian term (I - alpha H_S) is missing. That is the "
-        "first-order approximation, not the exact meta-gradient.": gq,
-        "the Hessian term has the wrong sign: d theta'/d theta = I - alpha H_S.": (eye + alpha * h) @ gq,
+        "first-order approximation, not the exact meta-gradient.": _linreg_variant(*data, hessian=False),
+        "the Hessian term has the wrong sign: d theta'/d theta = I - alpha H_S.": _linreg_variant(*data, sign=1.0),
+        "the Hessian of the wrong set: the factor is I - alpha H_S, with H_S from the *support* set, "
+        "the set the inner step adapts on; yours uses the query set's Hessian H_Q.":
+            _linreg_variant(*data, hess="q"),
         "support and query are swapped: adapt on the support set, measure the loss on the query set.":
-            (eye - alpha * h_swap) @ gq_swap,
+            _linreg_variant(*data, adapt="q", score="s", hess="q"),
+        "the query set is used in the inner loop: theta' must be adapted on the support set "
+        "(x_s, y_s); only the outer loss uses the query set.": _linreg_variant(*data, adapt="q", hess="q"),
+        "the query set is used in the inner loop (the Hessian comes from the support set, but the inner "
+        "step adapts on the query set).": _linreg_variant(*data, adapt="q"),
+        "one set is used for both the inner step and the loss (the seed article's formula read "
+        "literally): adapt on the support set, score on the query set.":
+            _linreg_variant(*data, score="s"),
         "the query gradient is taken at theta, not at the adapted theta' = theta - alpha grad L_S(theta).":
-            (eye - alpha * h) @ gq0,
+            _linreg_variant(*data, at="theta"),
         "the factor 2 of the squared error is missing: d/dtheta mean((phi theta - y)^2) = "
-        "2/K Phi^T (Phi theta - y), and H = 2/K Phi^T Phi.": (eye - alpha * h1) @ gq1,
-    }, atol=1e-10, rtol=1e-8)
+        "2/K Phi^T (Phi theta - y), and H = 2/K Phi^T Phi.": _linreg_variant(*data, factor=1.0),
+        "the losses are sums over the points, not means: divide by the number of points of each set "
+        "(K for the support set, Q for the query set).": _linreg_variant(*data, norm="sum"),
+        "the query loss is divided by the support size K: the query set has its own size Q = len(x_q).":
+            _linreg_variant(*data, norm="support_size"),
+        "alpha is missing from the Hessian term: d theta'/d theta = I - alpha H_S.":
+            _linreg_variant(*data, alpha_h=False),
+    }, want)
+    alpha2 = 0.05
+    out2 = fn(theta.clone(), x_s, y_s, x_q, y_q, alpha2)
+    expect_shape(out2, (2,), f"the meta-gradient with alpha={alpha2}")
+    _first_match(out2, f"the meta-gradient with alpha={alpha2}", {
+        f"alpha is ignored: with alpha={alpha2} your function returns the meta-gradient for alpha={alpha}.": want,
+    }, _linreg_variant(theta, x_s, y_s, x_q, y_q, alpha2))
+    expect_device_agnostic(getattr(fn, "__wrapped__", fn), theta, x_s, y_s, x_q, y_q, alpha,
+                           what="linreg_meta_gradient")
 
 
 def linreg_meta_gradient(student: Callable) -> Callable:
@@ -244,102 +447,152 @@ def linreg_meta_gradient(student: Callable) -> Callable:
 
 # ----------------------------------------------------------------------------- 3.3
 
-def _after_step(model_seed: int, tasks, alpha, steps, lr, variant: str) -> tuple[Tensor, float]:
-    """theta after one meta-step of a (possibly wrong) variant, and the loss it returns."""
-    model = _net(model_seed)
-    theta0 = {k: v.detach().clone() for k, v in model.named_parameters()}
-    x_s, y_s, x_q, y_q = tasks
-    if variant == "swapped":
-        tasks = (x_q, y_q, x_s, y_s)
-    if variant == "one_step":
-        steps = 1
-    fo = variant == "first_order"
+STALE = 1.0   # the stale .grad the probe leaves on theta, which zero_grad must clear
 
-    def inner(m, p, xs, ys, a, lf, create_graph=True):
-        return reference_inner_step(m, p, xs, ys, a, lf, create_graph=create_graph and not fo)
+
+def _simulate(tasks, alpha: float, steps: int, loss_fn: LossFn, *, seed: int = 0, lr: float = 0.5,
+              adapt_on: str = "s", score_on: str = "q", create_graph: bool = True, reduce: str = "mean",
+              zero_grad: bool = True, per_task_step: bool = False) -> tuple[Tensor, float]:
+    """theta after one meta-step (right, or with one deliberate mistake) and the loss it returns."""
+    model = _net(seed)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, STALE)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    loss = reference_maml_step(model, opt, tasks, alpha, steps, F.mse_loss, inner)
-    theta1 = {k: v.detach().clone() for k, v in model.named_parameters()}
-    g = {k: (theta0[k] - theta1[k]) / lr for k in theta0}
-    if variant == "sum":
-        return _vec({k: theta0[k] - lr * g[k] * x_s.shape[0] for k in g}), loss
-    if variant == "no_zero_grad":
-        return _vec({k: theta0[k] - lr * (g[k] + 1.0) for k in g}), loss
-    return _vec(theta1), loss
+    x_s, y_s, x_q, y_q = tasks
+    sets = {"s": (x_s, y_s), "q": (x_q, y_q)}
+    b = x_s.shape[0]
+    if zero_grad and not per_task_step:
+        opt.zero_grad()
+    theta = dict(model.named_parameters())
+    total, values = 0.0, []
+    for i in range(b):
+        if per_task_step:
+            opt.zero_grad()
+        (xa, ya), (xb, yb) = sets[adapt_on], sets[score_on]
+        a = theta
+        for _ in range(steps):
+            a = reference_inner_step(model, a, xa[i], ya[i], alpha, loss_fn, create_graph=create_graph)
+        li = loss_fn(functional_call(model, a, (xb[i],)), yb[i])
+        values.append(li.item())
+        if per_task_step:
+            li.backward()
+            opt.step()
+        else:
+            total = total + li
+    if not per_task_step:
+        (total / b if reduce == "mean" else total).backward()
+        opt.step()
+    return _vec(dict(model.named_parameters())), sum(values) / b
 
 
-def _adapted_then_stepped(model_seed, tasks, alpha, steps, lr) -> dict[str, tuple[Tensor, Tensor]]:
+def _adapted_then_stepped(tasks, alpha, steps, loss_fn, seed: int = 0, lr: float = 0.5
+                          ) -> dict[str, tuple[Tensor, Tensor]]:
     """Mistake: the model ends at theta'_b (adapted on task b), stepped by the meta-update or not."""
-    model = _net(model_seed)
+    model = _net(seed)
     theta = _leaves(model)
-    step = _vec(theta) - _after_step(model_seed, tasks, alpha, steps, lr, "right")[0]  # lr * meta-grad
+    step = _vec(theta) - _simulate(tasks, alpha, steps, loss_fn, seed=seed, lr=lr)[0]  # lr * meta-grad
     x_s, y_s, _, _ = tasks
     out = {}
     for b in range(x_s.shape[0]):
         a = theta
         for _ in range(steps):
-            a = reference_inner_step(model, a, x_s[b], y_s[b], alpha, F.mse_loss)
+            a = reference_inner_step(model, a, x_s[b], y_s[b], alpha, loss_fn)
         out[f"task {b}"] = (_vec(a) - step, _vec(a))
     return out
+
+
+def _run_step(fn: Callable, tasks, alpha, steps, loss_fn, seed: int = 0, lr: float = 0.5):
+    model = _net(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    for p in model.parameters():  # stale gradients that zero_grad must clear
+        p.grad = torch.full_like(p, STALE)
+    try:
+        loss = fn(model, opt, tasks, alpha, steps, loss_fn)
+    except RuntimeError as e:
+        if "does not require grad" in str(e) or "does not have a grad_fn" in str(e):
+            raise Mistake("the meta-loss does not depend on theta, so backward() has nothing to "
+                          f"differentiate{_where(e)}: the inner step detaches the parameters.",
+                          "Adapt from dict(model.named_parameters()) with inner_step(..., "
+                          "create_graph=True); no .detach(), .data or torch.no_grad().") from None
+        raise
+    return _vec(dict(model.named_parameters())), loss
 
 
 def _probe_maml_step(fn: Callable) -> None:
     seed, alpha, steps, lr = 0, 0.1, 2, 0.5
     tasks = _tasks(b=2)
-    model = _net(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    for p in model.parameters():  # stale gradients that zero_grad must clear
-        p.grad = torch.ones_like(p)
-    try:
-        loss = fn(model, opt, tasks, alpha, steps, F.mse_loss)
-    except RuntimeError as e:
-        if "does not require grad" in str(e) or "does not have a grad_fn" in str(e):
-            raise Mistake("the meta-loss does not depend on theta, so backward() has nothing to "
-                          "differentiate: the inner step detaches the parameters.",
-                          "Adapt from dict(model.named_parameters()) with inner_step(..., "
-                          "create_graph=True); no .detach(), .data or torch.no_grad().") from None
-        raise
-    got = _vec(dict(model.named_parameters()))
+    got, loss = _run_step(fn, tasks, alpha, steps, F.mse_loss, seed, lr)
     theta0 = _vec(dict(_net(seed).named_parameters()))
-    want, want_loss = _after_step(seed, tasks, alpha, steps, lr, "right")
-    expect(not torch.allclose(got, theta0 - lr * 1.0, atol=1e-12),
+    want, want_loss = _simulate(tasks, alpha, steps, F.mse_loss, seed=seed, lr=lr)
+    expect(not torch.allclose(got, theta0 - lr * STALE, atol=1e-12),
            "theta moved by exactly -lr * (stale gradient): the meta-loss never reached theta.",
            "Call meta_opt.zero_grad() first, and keep theta' a function of theta (no .detach()).")
     expect(not torch.allclose(got, theta0, atol=1e-14),
            "the model's parameters did not change: no meta-gradient reached theta (an inner step that "
            "detaches?) or meta_opt.step() was not called.")
+
+    def sim(**kw):
+        return _simulate(tasks, alpha, kw.pop("steps", steps), F.mse_loss, seed=seed, lr=lr, **kw)[0]
     mistakes = {
         "it is the first-order update: the inner step ran without create_graph=True, so the "
-        "meta-gradient lost its Hessian term.": _after_step(seed, tasks, alpha, steps, lr, "first_order")[0],
+        "meta-gradient lost its Hessian term.": sim(create_graph=False),
         "support and query are swapped: the inner steps must use (x_s, y_s), the meta-loss (x_q, y_q).":
-            _after_step(seed, tasks, alpha, steps, lr, "swapped")[0],
+            sim(adapt_on="q", score_on="s"),
+        "the query set is used in the inner loop: adapt on the support set (x_s, y_s), and use the "
+        "query set (x_q, y_q) only for the meta-loss.": sim(adapt_on="q"),
+        "the support set is used for both the inner steps and the meta-loss (the seed article's "
+        "formula read literally): score the adapted parameters on the query set.": sim(score_on="s"),
         "meta_opt.zero_grad() is missing, so stale gradients were added to the meta-gradient.":
-            _after_step(seed, tasks, alpha, steps, lr, "no_zero_grad")[0],
+            sim(zero_grad=False),
         "the task losses are summed; this course averages them over the meta-batch (divide by B).":
-            _after_step(seed, tasks, alpha, steps, lr, "sum")[0],
-        "only one inner step was taken; use `steps` inner steps.":
-            _after_step(seed, tasks, alpha, steps, lr, "one_step")[0],
+            sim(reduce="sum"),
+        "meta_opt.step() runs once per task (B updates, each on one task's loss): MAML makes one update "
+        "per meta-batch, on the mean of the task losses.": sim(per_task_step=True),
+        "only one inner step was taken; use `steps` inner steps.": sim(steps=1),
     }
-    for b, (stepped, adapted_only) in _adapted_then_stepped(seed, tasks, alpha, steps, lr).items():
+    for b, (stepped, adapted_only) in _adapted_then_stepped(tasks, alpha, steps, F.mse_loss, seed, lr).items():
         msg = (f"the model ends at the parameters adapted to {b} (then stepped): the meta-optimiser must "
                "step the initial parameters theta, and theta' must never be written into the model.")
         mistakes[msg] = stepped
         mistakes[msg.replace("(then stepped)", "(not stepped)")] = adapted_only
-    diagnose(got, want, "theta after the meta-step", mistakes, atol=1e-10, rtol=1e-8)
+    _first_match(got, "theta after the meta-step", mistakes, want)
+
+    # the returned meta-loss
     if isinstance(loss, Tensor):
-        expect(loss.numel() == 1, f"maml_step should return the meta-loss as a Python float, got a tensor "
-               f"of shape {tuple(loss.shape)}.", "Return meta_loss.item() (a Python float).")
+        expect(loss.numel() == 1, f"maml_step should return the meta-loss as a Python float; your function "
+               f"returned {describe(loss)}.", "Return meta_loss.item() (a Python float).")
         value = loss.detach().item()
     else:
         expect(isinstance(loss, (float, int)) and not isinstance(loss, bool),
-               f"maml_step should return the meta-loss as a Python float, got {type(loss).__name__}.",
-               "Return meta_loss.item() (a Python float).")
+               f"maml_step should return the meta-loss as a Python float; your function returned "
+               f"{describe(loss)}.", "Return meta_loss.item() (a Python float).")
         value = float(loss)
-    diagnose(value, want_loss, "the returned meta-loss (mean query loss before the step)",
-             atol=1e-10, rtol=1e-8)
+    _first_match(torch.tensor(value, dtype=D), "the returned meta-loss (mean query loss before the step)", {
+        "it is the sum of the task losses; return their mean (the meta-loss you differentiate).":
+            torch.tensor(want_loss * tasks[0].shape[0], dtype=D),
+    }, torch.tensor(want_loss, dtype=D))
     expect(not isinstance(loss, Tensor),
            "the meta-step and the meta-loss are right, but maml_step returns a tensor: return "
            "meta_loss.item() (a Python float), so that callers do not keep the graph alive.")
+
+    # every other argument changed on its own: alpha, steps, loss_fn
+    tasks2 = _tasks(b=3, k=4, q=6, seed=1)
+    alpha2, steps2 = 0.05, 3
+    got2, _ = _run_step(fn, tasks2, alpha2, steps2, log_cosh_loss, seed, lr)
+    want2 = _simulate(tasks2, alpha2, steps2, log_cosh_loss, seed=seed, lr=lr)[0]
+    ignored = {
+        "loss_fn is ignored (with loss_fn=log_cosh_loss your update is the one for the squared error): "
+        "use loss_fn for the inner steps and for the meta-loss.":
+            _simulate(tasks2, alpha2, steps2, F.mse_loss, seed=seed, lr=lr)[0],
+    }
+    for s in (steps, 1):
+        ignored[f"`steps` is ignored: with steps={steps2} your function takes {s} inner step(s)."] = \
+            _simulate(tasks2, alpha2, s, log_cosh_loss, seed=seed, lr=lr)[0]
+    for a in (alpha, 0.01, 0.4):
+        ignored[f"alpha is ignored: with alpha={alpha2} your inner steps have the size for alpha={a}."] = \
+            _simulate(tasks2, a, steps2, log_cosh_loss, seed=seed, lr=lr)[0]
+    _first_match(got2, f"theta after a meta-step with alpha={alpha2}, steps={steps2}, "
+                 "loss_fn=log_cosh_loss and 3 tasks", ignored, want2)
 
 
 def maml_step(student: Callable) -> Callable:
@@ -350,23 +603,37 @@ def maml_step(student: Callable) -> Callable:
 
 # ----------------------------------------------------------------------------- 3.4
 
-def _fo_variant(model, theta, task, alpha, steps, variant: str) -> Tensor:
+def _fo_variant(model, theta, task, alpha, steps, loss_fn, variant: str = "right") -> Tensor:
+    """The first-order meta-gradient of one task, right or with one deliberate mistake (a vector)."""
     x_s, y_s, x_q, y_q = task
     if variant == "swapped":
         x_s, y_s, x_q, y_q = x_q, y_q, x_s, y_s
+    if variant == "query_inner":
+        x_s, y_s = x_q, y_q
+    if variant == "support_both":
+        x_q, y_q = x_s, y_s
     if variant == "at_theta":
         steps = 0
     if variant == "one_step":
         steps = 1
+    if variant == "own_weights":
+        theta = {k: v.detach() for k, v in model.named_parameters()}
+    p = {k: v.detach().clone().requires_grad_() for k, v in theta.items()}
     if variant == "second_order":
-        p = {k: v.detach().clone().requires_grad_() for k, v in theta.items()}
         a = p
         for _ in range(steps):
-            a = reference_inner_step(model, a, x_s, y_s, alpha, F.mse_loss, create_graph=True)
-        loss = F.mse_loss(functional_call(model, a, (x_q,)), y_q)
+            a = reference_inner_step(model, a, x_s, y_s, alpha, loss_fn, create_graph=True)
+        loss = loss_fn(functional_call(model, a, (x_q,)), y_q)
         return _vec(dict(zip(p, torch.autograd.grad(loss, list(p.values())))))
-    p = {k: v.detach().clone().requires_grad_() for k, v in theta.items()}
-    return _vec(reference_fomaml_gradient(model, p, x_s, y_s, x_q, y_q, alpha, steps, F.mse_loss))
+    if variant in ("reptile", "reptile_scaled", "reptile_reversed", "adapted"):
+        a = p
+        for _ in range(steps):
+            a = reference_inner_step(model, a, x_s, y_s, alpha, loss_fn, create_graph=False)
+        t, ad = _vec(p), _vec(a)
+        return {"reptile": t - ad, "reptile_scaled": (t - ad) / alpha, "reptile_reversed": ad - t,
+                "adapted": ad}[variant]
+    g = _vec(reference_fomaml_gradient(model, p, x_s, y_s, x_q, y_q, alpha, steps, loss_fn))
+    return -g if variant == "negated" else g
 
 
 def _probe_fomaml(fn: Callable) -> None:
@@ -374,21 +641,56 @@ def _probe_fomaml(fn: Callable) -> None:
     x_s, y_s, x_q, y_q = _tasks(b=1, seed=4)
     task = (x_s[0], y_s[0], x_q[0], y_q[0])
     alpha, steps = 0.1, 2
-    theta = _leaves(model)
-    out = fn(model, theta, *task, alpha, steps, F.mse_loss)
-    _expect_params_dict(out, theta, "the first-order meta-gradient")
-    want = _fo_variant(model, theta, task, alpha, steps, "right")
-    diagnose(_vec(out), want, "the first-order meta-gradient", {
+    theta = _theta(model, seed=7)
+    out = _call(fn, model, theta, *task, alpha, steps, F.mse_loss)
+    _expect_params_dict(out, theta, "the first-order meta-gradient", "gradient")
+
+    def var(name):
+        return _fo_variant(model, theta, task, alpha, steps, F.mse_loss, name)
+    want = var("right")
+    _first_match(_vec(out), "the first-order meta-gradient", {
         "it is the second-order (exact) meta-gradient: first order treats the inner gradients as "
-        "constants (create_graph=False) and returns grad_theta' L_Q(f_theta').":
-            _fo_variant(model, theta, task, alpha, steps, "second_order"),
+        "constants (create_graph=False) and returns grad_theta' L_Q(f_theta').": var("second_order"),
+        "it is Reptile's direction theta - theta' (chapter 05), not first-order MAML's gradient: "
+        "FOMAML differentiates the *query* loss at theta'.": var("reptile"),
+        "it is Reptile's direction (theta - theta') / alpha, the sum of the inner gradients on the "
+        "support set (chapter 05), not first-order MAML's gradient: FOMAML differentiates the *query* "
+        "loss at theta'.": var("reptile_scaled"),
+        "it is theta' - theta (Reptile's direction, reversed), not a gradient: FOMAML differentiates "
+        "the query loss at theta'.": var("reptile_reversed"),
+        "it returns the adapted parameters theta' themselves; return the gradient of the query loss "
+        "at theta'.": var("adapted"),
         "it is the query-loss gradient at theta, without adapting first (that is joint training on "
-        "all tasks, not MAML).": _fo_variant(model, theta, task, alpha, steps, "at_theta"),
+        "all tasks, not MAML).": var("at_theta"),
         "support and query are swapped: adapt on (x_s, y_s), differentiate the loss on (x_q, y_q).":
-            _fo_variant(model, theta, task, alpha, steps, "swapped"),
-        "only one inner step was taken; use `steps` inner steps.":
-            _fo_variant(model, theta, task, alpha, steps, "one_step"),
-    }, atol=1e-10, rtol=1e-8)
+            var("swapped"),
+        "the query set is used in the inner loop: adapt on the support set (x_s, y_s), then "
+        "differentiate the loss on the query set.": var("query_inner"),
+        "the support set is used for both the adaptation and the loss (the seed article's formula "
+        "read literally): differentiate the *query* loss at theta'.": var("support_both"),
+        "only one inner step was taken; use `steps` inner steps.": var("one_step"),
+        "it has the wrong sign: return the gradient itself (the caller subtracts it).": var("negated"),
+        "it starts from the model's own weights (model.named_parameters()) instead of the tensors in "
+        "params.": var("own_weights"),
+    }, want)
+
+    # every other argument changed on its own: alpha, steps, loss_fn
+    alpha2, steps2 = 0.05, 3
+    out2 = _call(fn, model, theta, *task, alpha2, steps2, log_cosh_loss)
+    _expect_params_dict(out2, theta, "the first-order meta-gradient", "gradient")
+    ignored = {
+        "loss_fn is ignored (with loss_fn=log_cosh_loss your gradient is the one for the squared error): "
+        "use loss_fn for the inner steps and for the query loss.":
+            _fo_variant(model, theta, task, alpha2, steps2, F.mse_loss),
+    }
+    for s in (steps, 1):
+        ignored[f"`steps` is ignored: with steps={steps2} your function takes {s} inner step(s)."] = \
+            _fo_variant(model, theta, task, alpha2, s, log_cosh_loss)
+    for a in (alpha, 0.01, 0.4):
+        ignored[f"alpha is ignored: with alpha={alpha2} your inner steps have the size for alpha={a}."] = \
+            _fo_variant(model, theta, task, a, steps2, log_cosh_loss)
+    _first_match(_vec(out2), f"the first-order meta-gradient with alpha={alpha2}, steps={steps2} and "
+                 "loss_fn=log_cosh_loss", ignored, _fo_variant(model, theta, task, alpha2, steps2, log_cosh_loss))
 
 
 def fomaml_gradient(student: Callable) -> Callable:
