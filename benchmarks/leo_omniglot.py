@@ -7,6 +7,8 @@ The pipeline of chapter 06: pre-train a Conv-4 classifier on a subset of the met
 embed the other meta-training classes and the meta-test classes, meta-train LEO (Rusu et al., ICLR 2019,
 arXiv:1807.05960) and a MAML-adapted linear head (Finn et al., ICML 2017) on those features, and evaluate
 them with prototypes (Snell et al., NeurIPS 2017) on the same meta-test episodes (mean ± 95% interval).
+LEO and MAML see L2-normalised features, the prototypes the raw ones (as in chapters 02 and 06). LEO is
+evaluated in evaluation mode under torch.no_grad, so its test-time steps are first order.
 LEO's published numbers are on miniImageNet only (61.76% 5-way 1-shot with WRN-28-10 features); there is
 no published Omniglot number to compare with, so the report puts LEO beside MAML and prototypes instead.
 Writes benchmarks/out/leo_omniglot.md (or --out).
@@ -61,6 +63,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
     return args
+
+
+def _no_grad(fn, *args):
+    with torch.no_grad():
+        return fn(*args)
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -121,7 +128,7 @@ def main(argv: list[str] | None = None) -> str:
         rows[k] = {"Prototypical networks (no meta-training)": (evaluate(protonet.classify_embedded, **ev), 0.0),
                    f"MAML, linear head ({args.maml_steps} meta-steps)": (evaluate(learner.classify, **ev), t_maml),
                    f"LEO, n_z = {args.n_z} ({args.leo_steps} episodes)":
-                       (evaluate(lambda ep: leo.leo_forward(model, ep).logits, **ev), t_leo)}
+                       (evaluate(lambda ep: _no_grad(leo.leo_forward, model, ep).logits, **ev), t_leo)}
 
     lines = ["# LEO, MAML and prototypes on the same pre-trained features", "",
              f"Command: `{' '.join(['.venv/bin/python', 'benchmarks/leo_omniglot.py', *(argv or sys.argv[1:])])}`  ",

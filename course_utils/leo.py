@@ -1,29 +1,34 @@
 """Latent Embedding Optimization (LEO) on pre-computed features.
 
 Rusu, A. A., Rao, D., Sygnowski, J., Vinyals, O., Pascanu, R., Osindero, S. & Hadsell, R. (2019).
-Meta-Learning with Latent Embedding Optimization. ICLR 2019. arXiv:1807.05960.
+Meta-Learning with Latent Embedding Optimization. ICLR 2019. https://arxiv.org/abs/1807.05960
 
 An N-way K-shot episode arrives as feature vectors x (from a frozen, pre-trained embedding).
 LEO never adapts the classifier's weights directly at first; it adapts a low-dimensional code:
 
-    encoder        e_i = g_phi_e(x_i)                                   (N*K, n_z)
-    relation net   [mu_z_n, log sigma2_z_n] = 1/(N K^2) sum_{i in class n} sum_j g_phi_r(e_i, e_j)
+    encoder        e_i = g_theta_e(x_i)                                 (N*K, n_z)
+    relation net   [mu_z_n, log sigma2_z_n] = 1/(N K^2) sum_{i in class n} sum_j g_theta_r(e_i, e_j)
     latent code    z_n = mu_z_n + sigma_z_n * eps,   eps ~ N(0, I)     (reparameterisation)
-    decoder        [mu_w_n, log sigma2_w_n] = g_phi_d(z_n),  w_n = mu_w_n + sigma_w_n * eps'
+    decoder        [mu_w_n, log sigma2_w_n] = g_theta_d(z_n),  w_n = mu_w_n + sigma_w_n * eps'
     classifier     logits = x W^T   (x L2-normalised; one weight vector w_n per class)
 
     inner loop (latent space)      z <- z - alpha * grad_z L_S(w(z))     ``inner_steps`` times
     fine-tuning (parameter space)  w <- w - eta * grad_w L_S(w)          ``finetune_steps`` times
 
-and the meta-parameters phi = (phi_e, phi_r, phi_d, alpha, eta) minimise, over episodes,
+and the meta-parameters theta = (theta_e, theta_r, theta_d, alpha, eta) (the paper writes phi)
+minimise, over episodes, with the paper's names for the regularisers' weights,
 
-    L_Q(w') + beta * KL(q(z | S) || N(0, I)) + gamma * ||stopgrad(z') - z||^2
-            + lam * ||C(W_d) - I||^2 + l2 * ||phi||^2
+    L_Q(w') + beta * mean_n KL_n + gamma * mean (stopgrad(z') - z)^2
+            + lambda_1 * ||theta_e, theta_r, theta_d||^2 + lambda_2 * mean_ij (C(W_d) - I)_ij^2
 
-with C(W_d) the correlation matrix of the decoder weight's rows (one row per latent dimension),
-C_ij = <W_i, W_j> / (||W_i|| ||W_j||). alpha (per latent dimension) and eta (per feature) are
-learned, as in the paper. Both inner loops keep their graph (``create_graph=True``), so the
-query loss trains the encoder, relation net and decoder through every inner step.
+(beta is the KL weight here, not the course's meta learning rate), with C(W_d) the correlation matrix
+of the decoder weight's rows (one row per latent dimension), C_ij = <W_i, W_j> / (||W_i|| ||W_j||).
+KL_n is summed over the n_z latent dimensions and averaged over the N classes; the official code
+averages over the latent dimensions too, so the same beta weighs the KL n_z times more here. alpha
+(per latent dimension) and eta (per feature) are learned, as in the paper. While meta-training both
+inner loops keep their graph (``create_graph=True``), so the query loss trains the encoder,
+relation net and decoder through every inner step; at test time (evaluation mode, or under
+``torch.no_grad``) the steps are first order: nothing differentiates through them.
 
 Choices that differ from the official code (noted where they matter): the KL term is the
 closed form for diagonal Gaussians (the official code uses a one-sample estimate); distributions
@@ -45,7 +50,7 @@ from .episodes import Episode
 from .protonet import check_class_major
 
 __all__ = ["L2Normalize", "gaussian_kl", "sample_gaussian", "latent_step", "orthogonality_penalty",
-           "leo_objective", "LEO", "LEOOutput", "leo_forward", "episode_loss"]
+           "weight_decay", "leo_objective", "LEO", "LEOOutput", "leo_forward", "episode_loss"]
 
 
 class L2Normalize(nn.Module):
@@ -83,19 +88,23 @@ def sample_gaussian(mu: Tensor, log_var: Tensor, eps: Tensor) -> tuple[Tensor, T
     return mu + torch.exp(0.5 * log_var) * eps, gaussian_kl(mu, log_var)
 
 
-def latent_step(z: Tensor, support_loss: Callable[[Tensor], Tensor], alpha: Tensor | float) -> Tensor:
-    """One differentiable gradient step ``z - alpha * grad_z support_loss(z)`` (``create_graph=True``).
+def latent_step(z: Tensor, support_loss: Callable[[Tensor], Tensor], alpha: Tensor | float,
+                create_graph: bool = True) -> Tensor:
+    """One gradient step ``z - alpha * grad_z support_loss(z)``.
 
-    ``alpha`` is a number or a tensor broadcastable to ``z`` (per latent dimension). LEO uses the same
+    ``alpha`` is a number or a tensor broadcastable to ``z`` (per latent dimension). With
+    ``create_graph=True`` (meta-training) the gradient keeps its graph, so an outer loss can
+    differentiate through the step; with ``False`` (test time) the gradient is a constant and
+    ``z'`` is a function of ``z`` only (so a next step can still differentiate). LEO uses the same
     step for the latent codes (``z``, ``alpha``) and, in fine-tuning, for the weights (``w``, ``eta``).
     """
     if not isinstance(z, Tensor) or not z.requires_grad:
         raise ValueError("latent_step needs a tensor z that requires grad (it is a function of the "
-                         "encoder's output); under torch.no_grad, use z.detach().requires_grad_().")
+                         "encoder's output); to adapt a constant code, pass z.detach().requires_grad_().")
     loss = support_loss(z)
     if not isinstance(loss, Tensor) or loss.dim() != 0:
         raise ValueError("support_loss(z) must return a scalar tensor.")
-    (g,) = torch.autograd.grad(loss, z, create_graph=True)
+    (g,) = torch.autograd.grad(loss, z, create_graph=create_graph)
     return z - alpha * g
 
 
@@ -112,14 +121,25 @@ def orthogonality_penalty(W: Tensor) -> Tensor:
     return (C - torch.eye(W.shape[0], dtype=W.dtype, device=W.device)).pow(2).mean()
 
 
+def weight_decay(weights: list[Tensor]) -> Tensor:
+    """||theta||^2: the sum of the squares of every entry of every tensor in ``weights``."""
+    return sum(w.pow(2).sum() for w in weights)
+
+
 def leo_objective(query_logits: Tensor, query_y: Tensor, kl: Tensor, z_init: Tensor, z_adapted: Tensor,
-                  decoder_weight: Tensor, beta: float, gamma: float, lam: float) -> Tensor:
-    """L_Q + beta * mean_n KL_n + gamma * mean ||stopgrad(z') - z||^2 + lam * orthogonality(W_d)."""
+                  decoder_weight: Tensor, weights: list[Tensor], beta: float, gamma: float,
+                  lambda_1: float, lambda_2: float) -> Tensor:
+    """L_Q + beta mean_n KL_n + gamma mean (stopgrad(z') - z)^2 + lambda_1 ||weights||^2 + lambda_2 orthogonality(W_d).
+
+    ``kl`` (N,) is each class's KL (summed over the latent dimensions); ``weights`` the tensors that
+    weight decay covers (the encoder's, relation net's and decoder's weights: ``LEO.decayed_weights()``).
+    """
     if z_init.shape != z_adapted.shape:
         raise ValueError(f"z_init {tuple(z_init.shape)} and z_adapted {tuple(z_adapted.shape)} must match.")
     l_q = F.cross_entropy(query_logits, query_y)
     encoder_penalty = (z_adapted.detach() - z_init).pow(2).mean()
-    return l_q + beta * kl.mean() + gamma * encoder_penalty + lam * orthogonality_penalty(decoder_weight)
+    return (l_q + beta * kl.mean() + gamma * encoder_penalty + lambda_1 * weight_decay(weights)
+            + lambda_2 * orthogonality_penalty(decoder_weight))
 
 
 # ----------------------------------------------------------------------------- the model
@@ -136,16 +156,18 @@ def _check_int(name: str, v: int, low: int) -> None:
 
 
 class LEO(nn.Module):
-    """LEO's meta-parameters phi and hyper-parameters, for features of dimension ``feature_dim``.
+    """LEO's meta-parameters theta and hyper-parameters, for features of dimension ``feature_dim``.
 
     ``encoder`` (D -> n_z, no bias), ``relation`` (3 layers 2 n_z -> 2 n_z, ReLU between),
     ``decoder_weight`` (n_z, 2 D: means then log-variances of w), learned ``alpha`` (n_z,) and
-    ``eta`` (D,). ``dropout`` applies to the features during meta-training.
+    ``eta`` (D,), each starting at the given number. The regularisers' weights have the paper's
+    names: ``beta`` (KL), ``gamma`` (encoder penalty), ``lambda_1`` (weight decay), ``lambda_2``
+    (orthogonality). ``dropout`` applies to the features during meta-training.
     """
 
     def __init__(self, feature_dim: int, n_z: int = 16, inner_steps: int = 5, finetune_steps: int = 5,
                  alpha: float = 1.0, eta: float = 1e-3, learn_lr: bool = True, beta: float = 1e-3,
-                 gamma: float = 1e-3, lam: float = 1e-3, l2: float = 1e-4, dropout: float = 0.0):
+                 gamma: float = 1e-3, lambda_1: float = 1e-4, lambda_2: float = 1e-3, dropout: float = 0.0):
         super().__init__()
         _check_int("feature_dim", feature_dim, 1)
         _check_int("n_z", n_z, 1)
@@ -153,13 +175,14 @@ class LEO(nn.Module):
         _check_int("finetune_steps", finetune_steps, 0)
         for name, v in (("alpha", alpha), ("eta", eta)):
             _check_positive(name, v)
-        for name, v in (("beta", beta), ("gamma", gamma), ("lam", lam), ("l2", l2)):
+        for name, v in (("beta", beta), ("gamma", gamma), ("lambda_1", lambda_1), ("lambda_2", lambda_2)):
             _check_positive(name, v, allow_zero=True)
         if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}.")
         self.feature_dim, self.n_z = feature_dim, n_z
         self.inner_steps, self.finetune_steps = inner_steps, finetune_steps
-        self.beta, self.gamma, self.lam, self.l2, self.learn_lr = beta, gamma, lam, l2, learn_lr
+        self.beta, self.gamma, self.lambda_1, self.lambda_2 = beta, gamma, lambda_1, lambda_2
+        self.learn_lr = learn_lr
         self.encoder = nn.Linear(feature_dim, n_z, bias=False)
         self.relation = nn.Sequential(nn.Linear(2 * n_z, 2 * n_z, bias=False), nn.ReLU(),
                                       nn.Linear(2 * n_z, 2 * n_z, bias=False), nn.ReLU(),
@@ -179,7 +202,7 @@ class LEO(nn.Module):
     def extra_repr(self) -> str:
         return (f"feature_dim={self.feature_dim}, n_z={self.n_z}, inner_steps={self.inner_steps}, "
                 f"finetune_steps={self.finetune_steps}, learn_lr={self.learn_lr}, beta={self.beta}, "
-                f"gamma={self.gamma}, lam={self.lam}, l2={self.l2}")
+                f"gamma={self.gamma}, lambda_1={self.lambda_1}, lambda_2={self.lambda_2}")
 
     def features(self, x: Tensor) -> Tensor:
         """L2-normalised features (dropout while training): ``(rows, D) -> (rows, D)``."""
@@ -223,9 +246,13 @@ class LEO(nn.Module):
         """x W^T: ``(rows, D), (N, D) -> (rows, N)``."""
         return x @ w.T
 
+    def decayed_weights(self) -> list[Tensor]:
+        """The tensors weight decay covers: the encoder's, relation net's and decoder's weights (not alpha, eta)."""
+        return [p for n, p in self.named_parameters() if n not in {"alpha", "eta"}]
+
     def l2_penalty(self) -> Tensor:
-        """||phi||^2 over the encoder, relation and decoder weights (not the learning rates)."""
-        return sum(p.pow(2).sum() for n, p in self.named_parameters() if n not in {"alpha", "eta"})
+        """||theta||^2 over the encoder, relation and decoder weights (not the learning rates)."""
+        return weight_decay(self.decayed_weights())
 
 
 @dataclass
@@ -251,12 +278,15 @@ def _check_episode(model: LEO, episode: Episode) -> None:
 
 def leo_forward(model: LEO, episode: Episode, step: Callable = latent_step, sample: Callable = sample_gaussian,
                 objective: Callable = leo_objective, inner_steps: int | None = None,
-                finetune_steps: int | None = None) -> LEOOutput:
+                finetune_steps: int | None = None, create_graph: bool | None = None) -> LEOOutput:
     """One episode: encode, sample z, latent inner loop, decode, fine-tune w, query loss + regularisers.
 
     ``step``, ``sample`` and ``objective`` default to this module's and may be replaced by the
     notebook's exercises; ``inner_steps``/``finetune_steps`` override the model's (e.g. 0 to measure
-    what each stage adds). Works under ``torch.no_grad`` too (the inner loops re-enable gradients).
+    what each stage adds). ``create_graph`` (default: ``model.training and torch.is_grad_enabled()``)
+    says whether the inner steps keep their graph (meta-training) or are first order (evaluation:
+    the code is adapted from a detached copy, and no second-order graph is built). Works under
+    ``torch.no_grad`` too (the inner loops re-enable gradients).
     ``support_losses``: the support loss before each latent step, then after fine-tuning.
     """
     _check_episode(model, episode)
@@ -264,6 +294,8 @@ def leo_forward(model: LEO, episode: Episode, step: Callable = latent_step, samp
     finetune_steps = model.finetune_steps if finetune_steps is None else finetune_steps
     _check_int("inner_steps", inner_steps, 0)
     _check_int("finetune_steps", finetune_steps, 0)
+    if create_graph is None:
+        create_graph = model.training and torch.is_grad_enabled()
     n, k = episode.n_way, episode.k_shot
     x_s, x_q = model.features(episode.support_x), model.features(episode.query_x)
     y_s = episode.support_y
@@ -271,7 +303,8 @@ def leo_forward(model: LEO, episode: Episode, step: Callable = latent_step, samp
     with torch.enable_grad():
         mu_z, log_var_z = model.encode(x_s, n, k)
         z, kl = sample(mu_z, log_var_z, model.noise(mu_z))
-        z_init = z if z.requires_grad else z.detach().requires_grad_()
+        # evaluation, or frozen parameters: adapt a detached copy of the code
+        z_init = z if (create_graph and z.requires_grad) else z.detach().requires_grad_()
         z = z_init
 
         def loss_of_z(z: Tensor) -> Tensor:
@@ -282,17 +315,19 @@ def leo_forward(model: LEO, episode: Episode, step: Callable = latent_step, samp
             return loss
 
         for _ in range(inner_steps):
-            z = step(z, loss_of_z, model.alpha)
+            z = step(z, loss_of_z, model.alpha, create_graph=create_graph)
         mu_w, log_var_w = model.decode(z)
         w, _ = sample(mu_w, log_var_w, model.noise(mu_w))
+        if not w.requires_grad:  # frozen decoder and no latent step: fine-tune a detached copy
+            w = w.detach().requires_grad_()
         for _ in range(finetune_steps):
-            w = step(w, lambda w: F.cross_entropy(model.logits(x_s, w), y_s), model.eta)
+            w = step(w, lambda w: F.cross_entropy(model.logits(x_s, w), y_s), model.eta,
+                     create_graph=create_graph)
         logits = model.logits(x_q, w)
-        loss = objective(logits, episode.query_y, kl, z_init, z, model.decoder_weight,
-                         model.beta, model.gamma, model.lam)
-        if model.l2:
-            loss = loss + model.l2 * model.l2_penalty()
-    trace.append(F.cross_entropy(model.logits(x_s, w), y_s).item())
+        loss = objective(logits, episode.query_y, kl, z_init, z, model.decoder_weight, model.decayed_weights(),
+                         model.beta, model.gamma, model.lambda_1, model.lambda_2)
+    with torch.no_grad():
+        trace.append(F.cross_entropy(model.logits(x_s, w), y_s).item())
     return LEOOutput(loss, logits, z_init, z, w, kl, trace)
 
 
@@ -300,3 +335,4 @@ def episode_loss(model: LEO, episode: Episode) -> tuple[Tensor, Tensor]:
     """``(loss, query logits)`` for ``episodic.train_episodic`` and ``evaluation.evaluate``."""
     out = leo_forward(model, episode)
     return out.loss, out.logits
+

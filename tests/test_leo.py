@@ -1,11 +1,14 @@
 """LEO (Rusu et al. 2019): shapes, the closed-form KL, the orthogonality penalty, the latent inner
 loop, gradient flow to every meta-parameter, and clear errors on bad input."""
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 
 from conftest import cuda
+from course_utils import training
 from course_utils import leo
 from course_utils.episodes import ClassSet, Episode, sample_episode
 
@@ -148,12 +151,55 @@ def test_objective_terms():
     z0 = torch.randn(3, 4, generator=g, requires_grad=True)
     z1 = (z0.detach() + 1).requires_grad_()
     W = torch.randn(4, 6, generator=g)
-    out = leo.leo_objective(logits, y, kl, z0, z1, W, 0.5, 0.25, 0.1)
-    want = F.cross_entropy(logits, y) + 0.5 * kl.mean() + 0.25 * 1.0 + 0.1 * leo.orthogonality_penalty(W)
+    weights = [torch.ones(2, 3), 2 * torch.ones(4)]                 # sum of squares: 6 + 16
+    out = leo.leo_objective(logits, y, kl, z0, z1, W, weights, 0.5, 0.25, 0.01, 0.1)
+    want = (F.cross_entropy(logits, y) + 0.5 * kl.mean() + 0.25 * 1.0 + 0.01 * 22.0
+            + 0.1 * leo.orthogonality_penalty(W))
     assert torch.allclose(out, want)
     g0, g1 = torch.autograd.grad(out, [z0, z1], allow_unused=True)
     assert g1 is None                                   # the stop-gradient on z'
     assert torch.allclose(g0, torch.full_like(g0, 2 * 0.25 * -1 / 12))
+
+
+def test_weight_decay_covers_the_networks_not_the_step_sizes():
+    m = model()
+    names = [n for n, p in m.named_parameters() if any(p is w for w in m.decayed_weights())]
+    assert set(names) == {"decoder_weight", "encoder.weight", "relation.0.weight", "relation.2.weight",
+                          "relation.4.weight"}
+    assert torch.allclose(m.l2_penalty(), sum(p.pow(2).sum() for n, p in m.named_parameters()
+                                              if n not in {"alpha", "eta"}))
+    assert "lambda_1=0.0001" in repr(m) and "lambda_2=0.001" in repr(m)
+
+
+def test_latent_step_first_order():
+    z0 = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
+    loss = lambda z: ((z @ W) ** 2).sum()  # noqa: E731
+    z1 = leo.latent_step(z0, loss, 0.1, create_graph=False)
+    assert torch.allclose(z1, leo.latent_step(z0, loss, 0.1))           # the same value
+    gW, gz = torch.autograd.grad(z1.sum(), [W, z0], allow_unused=True)
+    assert gW is None                                                   # the gradient is a constant
+    assert torch.allclose(gz, torch.ones_like(z0))                      # z' is still a function of z
+
+
+def test_evaluation_is_first_order_and_training_second_order():
+    m, ep = model(), feature_episode()
+    seen = []
+
+    def recording_step(z, support_loss, alpha, create_graph=True):
+        seen.append(create_graph)
+        return leo.latent_step(z, support_loss, alpha, create_graph=create_graph)
+    m.train()
+    leo.leo_forward(m, ep, step=recording_step)
+    assert seen == [True] * (m.inner_steps + m.finetune_steps)
+    seen.clear()
+    m.eval()
+    with torch.no_grad():
+        a = leo.leo_forward(m, ep, step=recording_step)
+    assert seen == [False] * (m.inner_steps + m.finetune_steps)
+    assert a.z_init.grad_fn is None                                     # adapted from a detached copy
+    second = leo.leo_forward(m, ep, create_graph=True)
+    assert torch.allclose(a.logits, second.logits, atol=1e-6)          # first order: the same predictions
 
 
 def test_trains_on_a_feature_class_set():
@@ -171,7 +217,8 @@ def test_trains_on_a_feature_class_set():
 
 @pytest.mark.parametrize("kw, phrase", [
     ({"feature_dim": 0}, "feature_dim"), ({"n_z": 0}, "n_z"), ({"inner_steps": -1}, "inner_steps"),
-    ({"alpha": 0.0}, "alpha"), ({"beta": -1.0}, "beta"), ({"dropout": 1.0}, "dropout"),
+    ({"alpha": 0.0}, "alpha"), ({"beta": -1.0}, "beta"), ({"lambda_1": -1.0}, "lambda_1"),
+    ({"lambda_2": -1.0}, "lambda_2"), ({"dropout": 1.0}, "dropout"),
 ])
 def test_bad_hyperparameters(kw, phrase):
     with pytest.raises(ValueError, match=phrase):
@@ -217,3 +264,130 @@ def test_runs_on_cuda():
     out = leo.leo_forward(m, ep)
     out.loss.backward()
     assert out.logits.device.type == "cuda" and m.decoder_weight.grad.device.type == "cuda"
+
+
+@cuda
+@pytest.mark.cuda
+def test_cuda_matches_cpu():
+    m, ep = model(), feature_episode()
+    m.eval()
+    with torch.no_grad():
+        cpu = leo.leo_forward(m, ep).logits
+        gpu = leo.leo_forward(m.cuda(), ep.to("cuda")).logits
+    assert torch.allclose(cpu, gpu.cpu(), atol=1e-4)
+
+
+# --- chapter 06's caches: every setting and every piece of code the training reads is in the key -------
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "solutions" / "06_leo.ipynb"
+
+
+def _notebook_code() -> str:
+    import nbformat
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    return "\n".join(c.source for c in nb.cells if c.cell_type == "code" and not c.source.startswith("%"))
+
+
+def _defs(source: str, names: set) -> dict:
+    """The notebook's function definitions and settings dicts, as nodes by name (no cell is run)."""
+    import ast
+    out = {}
+    for node in ast.parse(source.replace("%matplotlib inline", "")).body:
+        if isinstance(node, ast.FunctionDef) and node.name in names:
+            out[node.name] = node
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and getattr(node.targets[0], "id", None) in names:
+            out[node.targets[0].id] = node
+    return out
+
+
+@pytest.fixture
+def notebook_namespace():
+    """The notebook's training functions and settings, defined in a fresh namespace named __main__
+    (as in a kernel), with stand-ins for the data; nothing is trained."""
+    import ast
+    from course_utils import baselines, budget, maml, nets
+    from course_utils.episodes import EpisodeSampler
+    from course_utils.episodic import train_episodic
+    from course_utils.training import train_loop
+    names = {"LEO_CFG", "TRAIN", "MAML_CFG", "train_leo", "leo_episode", "train_maml", "maml_head", "pretrain", "embed"}
+    nodes = _defs(_notebook_code(), names)
+    assert set(nodes) == names, f"the notebook no longer defines {names - set(nodes)}"
+    ns = {"__name__": "__main__", "torch": torch, "F": F, "nn": torch.nn, "leo": leo, "maml": maml,
+          "baselines": baselines, "nets": nets, "budget": budget, "EpisodeSampler": EpisodeSampler,
+          "train_episodic": train_episodic, "train_loop": train_loop, "D": 32, "device": torch.device("cpu"),
+          "features": {"meta": "meta features", "test": "test features"},
+          "pre_classes": "pre", "meta_classes": "meta", "test_classes": "test",
+          "latent_step": leo.latent_step, "sample_gaussian": leo.sample_gaussian, "leo_objective": leo.leo_objective,
+          "PRE": dict(data="omniglot", classes="abc", n_pre=400, seed=0, lr=1e-3, steps=300, batch_size=64, hidden=32),
+          "stored": {"state": {"w": torch.arange(100.0)}}, "k": 1}
+    exec(compile(ast.Module(body=list(nodes.values()), type_ignores=[]), "<06_leo.ipynb>", "exec"), ns)
+    exec("train_leo_k = lambda: train_leo(k)\ntrain_maml_k = lambda: train_maml(k)", ns)
+    return ns
+
+
+def _changed(v):
+    if isinstance(v, bool):
+        return not v
+    if isinstance(v, int):
+        return v + 1
+    if isinstance(v, float):
+        return v * 2 + 0.1
+    if isinstance(v, str):
+        return v + "x"
+    if isinstance(v, dict):
+        return {**v, next(iter(v)): _changed(next(iter(v.values())))}
+    raise TypeError(type(v))
+
+
+@pytest.mark.parametrize("train, settings, config", [
+    ("train_leo_k", "LEO_CFG", {"k": 1}), ("train_leo_k", "TRAIN", {"k": 1}),
+    ("train_maml_k", "MAML_CFG", {"k": 1}), ("pretrain", "PRE", {}),
+])
+def test_every_setting_of_a_cached_training_is_in_its_key(notebook_namespace, train, settings, config):
+    ns = notebook_namespace
+    key = lambda: training.cache_key("ch06", config, ns[train])  # noqa: E731
+    before = key()
+    original = dict(ns[settings])
+    assert original, settings
+    for field, value in original.items():
+        ns[settings] = {**original, field: _changed(value)}
+        assert key() != before, f"changing {settings}[{field!r}] leaves the cache key of {train} unchanged"
+    ns[settings] = original
+    assert key() == before
+
+
+def test_leo_cache_key_covers_alpha_eta_and_the_episode_code(notebook_namespace):
+    ns = notebook_namespace
+    key = lambda: training.cache_key("ch06-leo-1shot", {"k": 1}, ns["train_leo_k"])  # noqa: E731
+    before = key()
+    for field in ("alpha", "eta"):                      # not in repr(LEO): the issue's case
+        ns["LEO_CFG"] = {**ns["LEO_CFG"], field: ns["LEO_CFG"][field] + 0.5}
+        assert key() != before
+        before = key()
+    import ast
+    source = ast.unparse(_defs(_notebook_code(), {"leo_episode"})["leo_episode"]).replace("model.gamma", "2 * model.gamma")
+    exec(compile(source, "<edited leo_episode>", "exec"), ns)
+    assert key() != before, "a change in leo_episode's body must retrain"
+    before = key()
+
+    def sample_gaussian(mu, log_var, eps):            # the student's own function (defined in __main__)
+        return leo.sample_gaussian(mu, log_var, eps)
+    sample_gaussian.__module__ = "__main__"
+    ns["sample_gaussian"] = sample_gaussian
+    assert key() != before
+    ns["k"] = 5
+    assert key() != before
+
+
+def test_embedding_weights_are_in_the_features_key(notebook_namespace):
+    ns = notebook_namespace
+    before = training.cache_key("ch06-features", {}, ns["embed"])
+    ns["stored"] = {"state": {"w": torch.arange(100.0) + 1}}
+    assert training.cache_key("ch06-features", {}, ns["embed"]) != before
+
+
+def test_notebook_caches_through_the_train_functions():
+    code = _notebook_code()
+    assert 'load_or_train(f"ch06-leo-{k}shot", {**PRE, "n_meta": N_META, "k": k}, lambda: train_leo(k))' in code
+    assert "lambda: train_maml(k)" in code and 'load_or_train("ch06-pretrain", PRE, pretrain)' in code
+    assert "train_or_load(" not in code        # its key reads repr(LEO), which lacks alpha and eta

@@ -40,6 +40,7 @@ WRONG = {
                       "Reptile's direction theta - theta'"),
     "04_meta_lstm.ipynb": ("return torch.stack(losses).mean()", "return torch.stack(losses).sum()",
                            "task losses are summed (mean vs sum)"),
+    "06_leo.ipynb": ("(z_adapted.detach() - z_init)", "(z_adapted - z_init)", "stop-gradient is missing"),
 }
 
 
