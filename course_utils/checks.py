@@ -174,6 +174,20 @@ def _changed(now: Any, before: Any, where: str) -> str:
     return ""
 
 
+def _advice(name: str, snap: Any) -> str:
+    """How to avoid changing an input, in terms of the input's own kind."""
+    if isinstance(snap, Tensor):
+        return (f"Inputs must stay as they were: compute a new tensor (`{name} = {name} / s` or "
+                f"`out = {name} - a * g`) instead of `{name} /= s`, `{name}.add_(...)`, `{name}.data = ...` "
+                f"or `{name}[...] = ...`.")
+    if isinstance(snap, dict):
+        return (f"Inputs must stay as they were: build a new dict (`{{k: v - a * g[k] for k, v in "
+                f"{name}.items()}}`) instead of assigning into `{name}` or changing its tensors in place "
+                "(`-=`, `.add_()`, `.data`).")
+    return (f"Inputs must stay as they were: build new tensors and containers instead of changing "
+            f"`{name}` or what it holds in place (`-=`, `.add_()`, `.data`, `.append`, item assignment).")
+
+
 class _Guarded:
     """The student's function as the probe calls it.
 
@@ -224,11 +238,7 @@ class _Guarded:
                 continue
             change = _changed(named.get(name), snap, name)
             if change:
-                self.mutation = (
-                    f"your function changed its input `{name}` in place ({change}). Inputs must stay as "
-                    "they were: compute new tensors instead (`x = x - a * g`, not `x -= a * g`, "
-                    "`x.add_(...)`, `x.data = ...` or `x[...] = ...`; build a new dict rather than "
-                    "assigning into the one you were given).")
+                self.mutation = f"your function changed its input `{name}` in place ({change}). " + _advice(name, snap)
                 raise Mistake(self.mutation)
         self.returned.append(out)
         return out
@@ -266,6 +276,8 @@ def run_check(number: str, title: str, student: Callable, reference: Callable,
                 return _finish(Result(number, title, "not attempted", str(e)), student, reference)
             extra = (" This NotImplementedError is not the exercise's stub, so it counts as an attempt: "
                      "finish the code or remove that line." if isinstance(e, NotImplementedError) else "")
+            if "numpy()" in str(e) or "numpy" in _where(e):
+                extra += " Return a torch.Tensor: the check (and the chapter) computes with tensors, not NumPy arrays."
             msg = f"your code raised {type(e).__name__}: {e}{_where(e)}.{extra}"
             return _finish(Result(number, title, "wrong", msg), student, reference)
         got = describe(guard.returned[-1]) if guard.returned else "nothing yet"
