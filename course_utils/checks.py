@@ -299,7 +299,7 @@ def _finish(r: Result, student: Callable, reference: Callable) -> Callable:
     if strict():
         raise ExerciseError(text + "\n   (Strict mode, COURSE_STRICT=1: every exercise must be right. Your "
                             "function stays in place, so later exercises that call it may fail too: "
-                            "fix the first failure first.)")
+                            "fix the first failure first.)") from None  # no traceback of the check's probes
     carry_on = ("The chapter continues with the reference implementation; come back to it whenever "
                 "you like." if r.status == "not attempted" else
                 "The chapter continues with the reference implementation.")

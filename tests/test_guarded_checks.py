@@ -157,3 +157,11 @@ def test_named_tuple_inputs_are_copied_and_changes_named_by_field():
 def test_none_in_place_of_a_function_is_wrong_not_a_rerun():
     checks.run_check("9.7", "a step", None, ref_step, probe_step)
     assert status("9.7") == "wrong" and "needs a function" in message("9.7")
+
+
+def test_strict_mode_error_does_not_chain_the_probe_traceback(monkeypatch):
+    """make check shows the ExerciseError's traceback: it must not carry the check's internals."""
+    monkeypatch.setenv("COURSE_STRICT", "1")
+    with pytest.raises(checks.ExerciseError) as info:
+        check(lambda params, g, alpha: {k: p + alpha * g[k] for k, p in params.items()})
+    assert info.value.__cause__ is None and info.value.__suppress_context__
