@@ -54,7 +54,8 @@ from torch.func import functional_call
 
 from .maml import Params, check_model, resolve_loss
 
-__all__ = ["preprocess", "cell_update", "State", "MetaLSTM", "meta_learner_step", "meta_objective", "GateTrace"]
+__all__ = ["preprocess", "cell_update", "State", "MetaLSTM", "meta_learner_step", "meta_objective", "GateTrace",
+           "GATE_PARTS", "input_gate_table"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -100,11 +101,21 @@ class State(NamedTuple):
 
 
 class GateTrace(NamedTuple):
-    """Gates and losses of each inner step: ``f, i`` shape ``(T, P)``, ``loss`` shape ``(T,)``."""
+    """Gates and losses of each inner step: ``f, i`` shape ``(T, P)``, ``loss`` shape ``(T,)``.
+
+    ``i_parts`` ``(T, 4)``: the input gate's logit ``W_I [h_t, theta_{t-1}, i_{t-1}] + b_I`` split into
+    its four parts (from h_t, from theta_{t-1}, from i_{t-1}, the bias b_I), each the mean over the P
+    coordinates; a row sums to the mean of ``logit(i_t)``.
+    """
 
     f: Tensor
     i: Tensor
     loss: Tensor
+    i_parts: Tensor | None = None
+
+
+#: the names of ``GateTrace.i_parts``' four columns
+GATE_PARTS = ("h_t", "theta_{t-1}", "i_{t-1}", "b_I")
 
 
 class MetaLSTM(nn.Module):
@@ -235,6 +246,14 @@ class MetaLSTM(nn.Module):
         l_ = preprocess(loss.reshape(1), self.p).expand(grad.numel(), 2)
         return torch.cat([g, l_], dim=1)
 
+    def input_gate_parts(self, h: Tensor, theta_prev: Tensor, i_prev: Tensor) -> Tensor:
+        """The input gate's logit split by input, each part's mean over the coordinates: ``(4,)`` =
+        (from h_t, from theta_{t-1}, from i_{t-1}, b_I), detached. Their sum is the mean logit."""
+        with torch.no_grad():
+            w, k = self.W_I.weight[0], self.hidden
+            return torch.stack([(h @ w[:k]).mean(), (theta_prev * w[k]).mean(),
+                                (i_prev * w[k + 1]).mean(), self.W_I.bias[0]]).detach()
+
     def gates(self, h: Tensor, theta_prev: Tensor, f_prev: Tensor, i_prev: Tensor) -> tuple[Tensor, Tensor]:
         """f_t = sigma(W_F [h, theta_{t-1}, f_{t-1}] + b_F), i_t likewise with W_I; each ``(P,)``."""
         f = torch.sigmoid(self.W_F(torch.cat([h, theta_prev[:, None], f_prev[:, None]], 1))).squeeze(1)
@@ -249,7 +268,8 @@ class MetaLSTM(nn.Module):
 
         Differentiable with respect to the meta-parameters when grad mode is on (under
         ``torch.no_grad`` each step still differentiates the learner, then detaches). With ``trace``
-        also returns the gates and support losses of every step (detached).
+        also returns the gates and support losses of every step (detached) and the parts of the input
+        gate's logit (:class:`GateTrace`).
         """
         _check_steps(steps)
         _check_task(x_s, y_s, "support", self.c_0)
@@ -259,8 +279,9 @@ class MetaLSTM(nn.Module):
             p.requires_grad_(False)
         try:
             theta, state = self.c_0, self.initial_state()
-            fs, is_, losses = [], [], []
+            fs, is_, losses, parts = [], [], [], []
             for _ in range(steps):
+                theta_prev, i_prev = theta, state.i
                 with torch.enable_grad():  # the step differentiates the learner even under no_grad
                     theta, state, loss = self.step_fn(self, theta, state, x_s, y_s)
                 if not grad_on:
@@ -269,11 +290,12 @@ class MetaLSTM(nn.Module):
                     fs.append(state.f.detach())
                     is_.append(state.i.detach())
                     losses.append(loss.detach())
+                    parts.append(self.input_gate_parts(state.h, theta_prev, i_prev))
         finally:
             for p in frozen:
                 p.requires_grad_(True)
         if trace:
-            return theta, GateTrace(torch.stack(fs), torch.stack(is_), torch.stack(losses))
+            return theta, GateTrace(torch.stack(fs), torch.stack(is_), torch.stack(losses), torch.stack(parts))
         return theta
 
     def task_loss(self, x_s: Tensor, y_s: Tensor, x_q: Tensor, y_q: Tensor, steps: int) -> Tensor:
@@ -364,6 +386,34 @@ def meta_objective(meta: MetaLSTM, x_s: Tensor, y_s: Tensor, x_q: Tensor, y_q: T
             theta, state, _ = meta.step_fn(meta, theta, state, x_s[k], y_s[k])
         losses.append(meta.loss_fn(meta.learner_forward(theta, x_q[k]), y_q[k]))
     return torch.stack(losses).mean()
+
+
+def input_gate_table(i_gates: Tensor, parts: Tensor) -> str:
+    """A printable table of the input gate over the inner steps and its logit split by input.
+
+    ``i_gates`` ``(episodes, T, P)``; ``parts`` ``(episodes, T, 4)`` (``GateTrace.i_parts`` stacked).
+    Means over episodes (and coordinates); the last line names the part whose change from step 1 to
+    step 2 is the largest, so that a text can point to it instead of guessing.
+    """
+    mean_parts = parts.double().mean(0)                                   # (T, 4)
+    mean_i = i_gates.double().mean(dim=(0, 2))                            # (T,)
+    head = "".join(f"{'from ' + n:>18s}" for n in GATE_PARTS[:3]) + f"{GATE_PARTS[3]:>8s}"
+    lines = ["the input gate i_t and its logit W_I [h_t, theta_{t-1}, i_{t-1}] + b_I, split by input "
+             "(means over coordinates and episodes):",
+             f"{'step':>4s}{'mean i_t':>10s}{'logit':>8s}{head}"]
+    for t in range(mean_parts.shape[0]):
+        row = mean_parts[t]
+        lines.append(f"{t + 1:4d}{mean_i[t].item():10.3f}{row.sum().item():+8.2f}"
+                     + "".join(f"{v.item():+18.2f}" for v in row[:3]) + f"{row[3].item():+8.2f}")
+    if mean_parts.shape[0] >= 2:
+        d = mean_parts[1] - mean_parts[0]
+        top = int(d.abs().argmax())
+        line = (f"from step 1 to step 2 the mean logit changes by {d.sum().item():+.2f}; the part that changes "
+                f"most is the one from {GATE_PARTS[top]} ({d[top].item():+.2f})")
+        if top != 2:
+            line += f", the part from i_{{t-1}} changes by {d[2].item():+.2f}"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- input checks

@@ -268,6 +268,25 @@ def pre_partial(x, p=10.0):
     raise NotImplementedError("small branch: later")
 
 
+def pre_where_no_clamp(x, p=10.0):
+    big = x.abs() >= math.exp(-p)
+    first = torch.where(big, torch.log(x.abs()) / p, torch.full_like(x, -1.0))   # -inf hidden at 0
+    second = torch.where(big, torch.sign(x), math.exp(p) * x)
+    return torch.stack([first, second], -1)
+
+
+def pre_clamp_underflows_in_float32(x, p=10.0):
+    return _pre(x, p)          # clamp_min(1e-300): 0 in float32
+
+
+def pre_tiny_sign(x, p=10.0):
+    return _pre(x, p, small=torch.sign(x))
+
+
+def pre_tiny_zero(x, p=10.0):
+    return _pre(x, p, small=torch.zeros_like(x))
+
+
 def test_preprocess_reference_and_good_answers_pass():
     assert ch04.preprocess(ch04.reference_preprocess) is ch04.reference_preprocess
     assert status("4.2") == "right"
@@ -286,8 +305,21 @@ def test_preprocess_reference_and_good_answers_pass():
         out[..., 0][big] = torch.log(x.abs()[big]) / p
         out[..., 1][big] = torch.sign(x[big])
         return out
-    for fn in (good, good_indexing):
+    def good_no_graph(x, p=10.0):   # no graph at all is harmless: nothing can turn into NaN
+        return preprocess(x.detach(), p)
+
+    def good_mask_with_clamp(x, p=10.0):
+        big = (x.abs() >= math.exp(-p)).to(x.dtype)
+        first = big * torch.log(x.abs().clamp_min(math.exp(-p))) / p - (1 - big)
+        return torch.stack([first, big * torch.sign(x) + (1 - big) * math.exp(p) * x], -1)
+    for fn in (good, good_indexing, good_no_graph, good_mask_with_clamp):
         assert ch04.preprocess(fn) is fn, message("4.2")
+
+
+def test_preprocess_nan_gradient_is_explained():
+    msg = wrong(ch04.preprocess, pre_where_no_clamp, "4.2")
+    assert "the values are right" in msg and "0 * inf = NaN" in msg and "detaches grad and loss" in msg
+    assert "clamp_min(math.exp(-p))" in msg
 
 
 @pytest.mark.parametrize("fn, phrase", [
@@ -314,6 +346,10 @@ def test_preprocess_reference_and_good_answers_pass():
     (pre_float64_constant, "for a float32 x has dtype torch.float64"),
     (pre_in_place, "changed its input `x` in place"),
     (pre_partial, "not the exercise's stub"),
+    (pre_where_no_clamp, "backward pass through preprocess gives NaN gradients at x = 0"),
+    (pre_clamp_underflows_in_float32, "for a float32 x (float64 is fine)"),
+    (pre_tiny_sign, "on the tiny branch the second entry is sign(x)"),
+    (pre_tiny_zero, "on the tiny branch the second entry is 0"),
 ])
 def test_preprocess_mistakes_are_named(fn, phrase):
     assert phrase in wrong(ch04.preprocess, fn, "4.2")
@@ -422,6 +458,32 @@ def step_default_p(meta, theta, state, x_s, y_s):
     h, c = meta.lstm(_inputs(meta, grad, loss, p=10.0), (state.h, state.c))
     f, i = meta.gates(h, theta, state.f, state.i)
     return cell_update(theta, f, i, grad), State(h, c, f, i), loss
+
+
+def step_default_p_loss_only(meta, theta, state, x_s, y_s):   # the hint taken literally, before the fix
+    loss, grad = meta.learner_loss_and_grad(theta, x_s, y_s)
+    x = torch.cat([preprocess(grad, meta.p), preprocess(loss.reshape(1)).expand(grad.numel(), 2)], dim=1)
+    h, c = meta.lstm(x, (state.h, state.c))
+    f, i = meta.gates(h, theta, state.f, state.i)
+    return cell_update(theta, f, i, grad), State(h, c, f, i), loss
+
+
+def step_default_p_grad_only(meta, theta, state, x_s, y_s):
+    loss, grad = meta.learner_loss_and_grad(theta, x_s, y_s)
+    x = torch.cat([preprocess(grad), preprocess(loss.reshape(1), meta.p).expand(grad.numel(), 2)], dim=1)
+    h, c = meta.lstm(x, (state.h, state.c))
+    f, i = meta.gates(h, theta, state.f, state.i)
+    return cell_update(theta, f, i, grad), State(h, c, f, i), loss
+
+
+def step_state_returned_unchanged(meta, theta, state, x_s, y_s):
+    new, _, loss = step_good(meta, theta, state, x_s, y_s)
+    return new, state, loss
+
+
+def step_old_gates_returned(meta, theta, state, x_s, y_s):
+    new, st, loss = step_good(meta, theta, state, x_s, y_s)
+    return new, State(st.h, st.c, state.f, state.i), loss
 
 
 def step_state_ignored(meta, theta, state, x_s, y_s):
@@ -574,7 +636,11 @@ def test_step_reference_and_good_answers_pass():
     (step_gates_swapped_in_update, "swapped in the update"),
     (step_no_sigmoid, "not squashed by a sigmoid"),
     (step_sum_loss, "summed over the N*K examples instead of averaged"),
-    (step_default_p, "ignores meta.p"),
+    (step_default_p, "the preprocessing ignores meta.p"),
+    (step_default_p_loss_only, "only the loss's preprocessing ignores meta.p"),
+    (step_default_p_grad_only, "only the gradient's preprocessing ignores meta.p"),
+    (step_state_returned_unchanged, "returns the incoming `state` unchanged"),
+    (step_old_gates_returned, "holds the previous gates state.f, state.i"),
     (step_state_ignored, "ignores the `state` it is given"),
     (step_from_c0, "starts from meta.c_0 instead of the `theta`"),
     (step_prev_gates_swapped, "wrong previous gate"),
@@ -766,6 +832,38 @@ def obj_state_detached_between_steps(meta, x_s, y_s, x_q, y_q, steps):
     return torch.stack(losses).mean()
 
 
+def obj_step_loss(meta, x_s, y_s, x_q, y_q, steps):
+    losses = []
+    for b in range(x_s.shape[0]):
+        theta, state = meta.c_0, meta.initial_state()
+        for _ in range(steps):
+            theta, state, loss = meta.step_fn(meta, theta, state, x_s[b], y_s[b])
+        losses.append(loss)
+    return torch.stack(losses).mean()
+
+
+def obj_step_losses_mean(meta, x_s, y_s, x_q, y_q, steps):
+    losses = []
+    for b in range(x_s.shape[0]):
+        theta, state = meta.c_0, meta.initial_state()
+        for _ in range(steps):
+            theta, state, loss = meta.step_fn(meta, theta, state, x_s[b], y_s[b])
+            losses.append(loss)
+    return torch.stack(losses).mean()
+
+
+def obj_merged_adapt(meta, x_s, y_s, x_q, y_q, steps):
+    theta = meta.adapt(x_s.reshape(-1, *x_s.shape[2:]), y_s.reshape(-1), steps)
+    return meta.loss_fn(meta.learner_forward(theta, x_q.reshape(-1, *x_q.shape[2:])), y_q.reshape(-1))
+
+
+def obj_merged_support_per_task_query(meta, x_s, y_s, x_q, y_q, steps):
+    theta, state = meta.c_0, meta.initial_state()
+    for _ in range(steps):
+        theta, state, _ = meta.step_fn(meta, theta, state, x_s.flatten(0, 1), y_s.flatten(0, 1))
+    return torch.stack([meta.loss_fn(meta.learner_forward(theta, x_q[b]), y_q[b]) for b in range(len(x_q))]).mean()
+
+
 def obj_writes_c0(meta, x_s, y_s, x_q, y_q, steps):
     out = obj_loop(meta, x_s, y_s, x_q, y_q, steps)
     meta.c_0.data.mul_(0.5)
@@ -801,6 +899,10 @@ def test_objective_reference_and_good_answers_pass():
     (obj_first_task, "only the first task counts"),
     (obj_last_task, "only the last task's query loss"),
     (obj_every_step, "averages the query loss over all T inner steps"),
+    (obj_step_loss, "returns the support loss that the last step gives back"),
+    (obj_step_losses_mean, "averages the support losses that the steps give back"),
+    (obj_merged_adapt, "merged into one big support set"),
+    (obj_merged_support_per_task_query, "merged into one big support set"),
     (obj_five_steps, "it runs 5 inner steps, not `steps` = 3"),
     (obj_one_step_short, "it runs 2 inner steps, not `steps` = 3"),
     (obj_no_steps, "no inner steps at all"),

@@ -8,7 +8,8 @@ from torch import nn
 from torch.func import functional_call
 
 from course_utils import meta_lstm, nets
-from course_utils.meta_lstm import MetaLSTM, State, cell_update, meta_learner_step, meta_objective, preprocess
+from course_utils.meta_lstm import (GateTrace, MetaLSTM, State, cell_update, input_gate_table, meta_learner_step,
+                                    meta_objective, preprocess)
 
 from conftest import cuda
 
@@ -72,6 +73,31 @@ def test_default_init_keeps_theta_and_takes_small_steps():
     _, trace = meta.adapt(x_s, y_s, 2, trace=True)
     assert trace.f.shape == trace.i.shape == (2, meta.n_params) and trace.loss.shape == (2,)
     assert trace.f.min() > 0.97 and trace.i.max() < 0.05
+
+
+def test_trace_splits_the_input_gate_logit_into_its_parts():
+    meta = MetaLSTM(small_learner(), input_bias=(-2.0, -1.0))
+    with torch.no_grad():
+        meta.W_I.weight.uniform_(-0.5, 0.5)
+    x_s, y_s, _, _ = task()
+    with torch.no_grad():
+        _, trace = meta.adapt(x_s, y_s, 3, trace=True)
+    assert trace.i_parts.shape == (3, 4)
+    torch.testing.assert_close(trace.i_parts.sum(-1), torch.logit(trace.i).mean(-1))
+    assert trace.i_parts[0, 2] == 0                       # i_0 = 0: no previous-gate part at step 1
+    torch.testing.assert_close(trace.i_parts[:, 3], meta.W_I.bias.detach().expand(3))
+    assert GateTrace(trace.f, trace.i, trace.loss).i_parts is None   # the old three fields still work
+
+
+def test_input_gate_table_names_the_part_that_moves_most():
+    i_gates = torch.full((2, 3, 5), 0.2, dtype=D)
+    parts = torch.tensor([[-2.0, 0.1, 0.0, -1.0], [-0.5, 0.1, -0.2, -1.0], [-0.4, 0.1, -0.3, -1.0]], dtype=D)
+    text = input_gate_table(i_gates, parts.expand(2, 3, 4))
+    assert "changes by +1.30" in text and "the one from h_t (+1.50)" in text and "i_{t-1} changes by -0.20" in text
+    assert len(text.splitlines()) == 2 + 3 + 1
+    parts2 = parts.clone()
+    parts2[1, 0], parts2[1, 2] = -2.0, 0.5
+    assert "the one from i_{t-1} (+0.50)" in input_gate_table(i_gates, parts2[None])
 
 
 def test_cell_update_formula():

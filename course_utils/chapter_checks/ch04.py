@@ -11,15 +11,20 @@ against the student's output) so that the message can name the mistake:
   gradient paths cut (``.detach()``) to the gates or to ``c_{t-1}``;
 - 4.2: the branches swapped, the wrong threshold (``e^p``, ``10^-p``, ``p``), ``p`` ignored or used in
   one place only, the sign and log channels swapped, the sign channel missing or holding ``x``,
-  log base 10, the tiny branch unscaled, ``log`` of a negative number, a NaN at 0, the wrong dtype;
+  log base 10, the tiny branch unscaled, sign(x) or 0 on the tiny branch, ``log`` of a negative
+  number, a NaN at 0, NaN *gradients* at 0 (``torch.where`` without a clamp before the log, checked
+  with a backward pass in float64 and float32), the wrong dtype;
 - 4.3: the learner's gradient or loss not detached (a second-order path; the paper's Section 3.2
   treats them as inputs), the half-fix, theta itself detached, the gates given the detached copy,
   the gradient added, the gates swapped or not squashed by a sigmoid, the support loss summed
-  instead of averaged, ``meta.p`` ignored, the given state or theta ignored, the loss and gradient
-  columns swapped, h and c swapped, the previous gates swapped, a plain tuple instead of a State;
+  instead of averaged, ``meta.p`` ignored (in both calls, or for the loss or the gradient only), the
+  given state or theta ignored, the incoming state or the previous gates returned unchanged, the loss
+  and gradient columns swapped, h and c swapped, the previous gates swapped, a plain tuple instead of
+  a State;
 - 4.4: support and query swapped or mixed up, the learner's theta or the LSTM's state not reset
   between tasks, the task losses summed instead of averaged, the query loss summed, the wrong
-  number of inner steps, only one task counted, the query loss averaged over all steps, no
+  number of inner steps, only one task counted, the query loss averaged over all steps, the support
+  loss that the step returns used as the objective, the B tasks merged into one support set, no
   meta-gradient into c_0 or the LSTM.
 
 Inputs changed in place are reported plainly (the guard of :func:`checks.run_check`; the LSTM's
@@ -138,7 +143,7 @@ def cell_update(student: Callable) -> Callable:
 
 def _pre(x: Tensor, p: float, *, thr: float | None = None, log_scale: float | None = None,
          tiny_scale: float | None = None, log_base: float = math.e, sign=None, tiny_first: float = -1.0,
-         swap_branches: bool = False) -> Tensor:
+         swap_branches: bool = False, tiny_second=None) -> Tensor:
     """The preprocessing with one piece changed (the defaults give the reference)."""
     thr = math.exp(-p) if thr is None else thr
     log_scale = p if log_scale is None else log_scale
@@ -148,8 +153,9 @@ def _pre(x: Tensor, p: float, *, thr: float | None = None, log_scale: float | No
         big = ~big
     logs = torch.log(x.abs().clamp_min(1e-300)) / math.log(log_base) / log_scale
     second_big = torch.sign(x) if sign is None else sign(x)
+    second_tiny = tiny_scale * x if tiny_second is None else tiny_second(x)
     return torch.stack([torch.where(big, logs, torch.full_like(x, tiny_first)),
-                        torch.where(big, second_big, tiny_scale * x)], -1)
+                        torch.where(big, second_big, second_tiny)], -1)
 
 
 def _pre_mistakes(x: Tensor, p: float) -> dict[str, Tensor]:
@@ -176,6 +182,12 @@ def _pre_mistakes(x: Tensor, p: float) -> dict[str, Tensor]:
         "on the tiny branch the second entry is e^p * x, not x.": _pre(x, p, tiny_scale=1.0),
         "on the tiny branch the second entry is e^p * x (math.exp(p) * x), not x / e^p.":
             _pre(x, p, tiny_scale=e(-p)),
+        "on the tiny branch the second entry is sign(x); it is e^p * x (math.exp(p) * x), a linear value "
+        "in (-1, 1) that keeps the magnitude (the first entry is -1 for all tiny values, so sign(x) alone "
+        "would make 1e-6 and 4e-5 look the same).": _pre(x, p, tiny_second=torch.sign),
+        "on the tiny branch the second entry is 0; it is e^p * x (math.exp(p) * x), which keeps the sign "
+        "and the magnitude of a tiny value (with 0, every tiny value would look like an exact zero).":
+            _pre(x, p, tiny_second=torch.zeros_like),
         "on the tiny branch the first entry is -1 (the log part at the threshold), not 0.":
             _pre(x, p, tiny_first=0.0),
         "on the tiny branch the second entry is e^p * x, keeping x's sign, not e^p * |x|.":
@@ -192,6 +204,31 @@ def _p_mistakes(x: Tensor, p: float) -> dict[str, Tensor]:
         "p is used in the scales but not in the threshold (is e^-10 hard-coded?): tiny means |x| < e^-p.":
             _pre(x, p, thr=math.exp(-10.0)),
     }
+
+
+def _expect_finite_backward(fn: Callable, x: Tensor, p: float) -> None:
+    """A backward pass through the student's preprocessing at x (0 included) must give finite gradients."""
+    leaf = x.detach().clone().requires_grad_()
+    out = fn(leaf, p)
+    if not (isinstance(out, Tensor) and out.requires_grad):
+        return  # no graph at all: nothing can turn into NaN (the chapter detaches anyway)
+    w = torch.linspace(0.5, 1.5, out.numel(), dtype=out.dtype).reshape(out.shape)
+    (g,) = torch.autograd.grad((out * w).sum(), leaf, allow_unused=True)
+    if g is None or bool(torch.isfinite(g).all()):
+        return
+    bad = x[~torch.isfinite(g)]
+    where = "x = 0" if bool((bad == 0).all()) else f"x = {_listing([f'{v:.3g}' for v in bad.tolist()])}"
+    f32 = x.dtype == torch.float32
+    raise Mistake(
+        f"the values are right, but a backward pass through preprocess gives NaN gradients at {where}"
+        + (" for a float32 x (float64 is fine): the clamp value is below what float32 can hold (1e-300, "
+           "say, is 0 in float32), so there it is no clamp. " if f32 else
+           ": torch.where picks the right branch, but its backward still runs through the unused one, where "
+           "the gradient of log|x| at 0 is 1/0 = inf, and 0 * inf = NaN. ")
+        + "In this chapter the step detaches grad and loss, so nothing flows back through preprocess; but "
+        "any use that does (a variant that keeps second derivatives, or preprocessing a differentiable "
+        "input) would turn the whole meta-gradient into NaN because of one exact zero (a dead ReLU).",
+        "Clamp before the log: torch.log(x.abs().clamp_min(math.exp(-p))) / p.")
 
 
 def _probe_preprocess(fn: Callable) -> None:
@@ -225,6 +262,7 @@ def _probe_preprocess(fn: Callable) -> None:
                   "log(0) is -inf, and 0 * (-inf) is NaN: do not multiply by a mask, choose the branch with "
                   "torch.where, and take the log of x.abs().clamp_min(math.exp(-p)) so it is never log 0.")
     diagnose(out, reference_preprocess(x, p), "preprocess(x)", _pre_mistakes(x, p), atol=1e-9, rtol=1e-9)
+    _expect_finite_backward(fn, x, p)
     # p: every use of it
     x2 = torch.tensor([0.0, 0.05, -0.002, 1e-4, -3e-5, 2.5], dtype=D)
     out2 = fn(x2, 2.0)
@@ -251,6 +289,7 @@ def _probe_preprocess(fn: Callable) -> None:
            "input's dtype (torch.full_like(x, ...), or dtype=x.dtype for new tensors).")
     expect_finite(out4, "preprocess(x) for a float32 x")
     expect_close(out4, reference_preprocess(x4, p), "preprocess(x) for a float32 x", atol=1e-5, rtol=1e-5)
+    _expect_finite_backward(fn, x4, p)
     expect_device_agnostic(fn, x2, 2.0, what="preprocess")
 
 
@@ -304,9 +343,10 @@ def _variant(meta: MetaLSTM, theta: Tensor, state: State, x_s: Tensor, y_s: Tens
     grad_in = grad if variant == "second_order" else grad.detach()              # into the LSTM
     grad_up = grad if variant in ("second_order", "half_fix") else grad.detach()  # into the update
     loss_in = loss if variant in ("second_order", "loss_attached") else loss.detach()
-    p = 10.0 if variant == "p_default" else meta.p
-    g_cols = reference_preprocess(grad_in, p)
-    l_cols = reference_preprocess(loss_in.reshape(1), p).expand(grad.numel(), 2)
+    p_g = 10.0 if variant in ("p_default", "p_default_grad") else meta.p
+    p_l = 10.0 if variant in ("p_default", "p_default_loss") else meta.p
+    g_cols = reference_preprocess(grad_in, p_g)
+    l_cols = reference_preprocess(loss_in.reshape(1), p_l).expand(grad.numel(), 2)
     x = torch.cat([l_cols, g_cols] if variant == "cols_swapped" else [g_cols, l_cols], 1)
     h, c = meta.lstm(x, (state.h, state.c))
     h_gates = state.h if variant == "raw_state" else c if variant == "hc_swapped" else h
@@ -329,6 +369,10 @@ def _variant(meta: MetaLSTM, theta: Tensor, state: State, x_s: Tensor, y_s: Tens
     else:
         new = reference_cell_update(base, f, i, grad_up)
     st = State(c, h, f, i) if variant == "hc_swapped_return" else State(h, c, f, i)
+    if variant == "state_unchanged":
+        st = state
+    elif variant == "old_gates_returned":
+        st = State(h, c, state.f, state.i)
     return new, st, loss.detach()
 
 
@@ -365,6 +409,15 @@ _STEP_MISTAKES = {
     "meta.loss_fn, the cross-entropy's mean, for the loss and its gradient.": "sum",
     "the preprocessing ignores meta.p (this meta-learner's p is not 10): preprocess(grad, meta.p) and "
     "preprocess(loss, meta.p).": "p_default",
+    "only the loss's preprocessing ignores meta.p (this meta-learner's p is not 10): write "
+    "preprocess(loss.reshape(1), meta.p), with the same meta.p as preprocess(grad, meta.p).": "p_default_loss",
+    "only the gradient's preprocessing ignores meta.p (this meta-learner's p is not 10): write "
+    "preprocess(grad, meta.p), with the same meta.p as for the loss.": "p_default_grad",
+    "it returns the incoming `state` unchanged: return the new State(h, c, f, i), with the h, c that "
+    "meta.lstm just returned and the new gates f, i, so that the next step continues from them.":
+        "state_unchanged",
+    "the returned State holds the previous gates state.f, state.i: it holds the *new* f and i (the next "
+    "step reads them as f_{t-1}, i_{t-1}): State(h, c, f, i).": "old_gates_returned",
     "the step ignores the `state` it is given (it starts the LSTM from zeros, meta.initial_state()): "
     "continue from state.h, state.c and the previous gates state.f, state.i.": "state_ignored",
     "the step starts from meta.c_0 instead of the `theta` it is given: theta_{t-1} is the argument "
@@ -540,20 +593,31 @@ def _objective(meta: MetaLSTM, x_s, y_s, x_q, y_q, steps: int, variant: str = "r
     elif variant == "query_only":
         adapt_x, adapt_y = x_q, y_q
     theta, state = meta.c_0, meta.initial_state()
+    if variant == "merged":  # one adaptation on all B support sets at once, scored on all queries
+        for _ in range(steps):
+            theta, state, _ = step(meta, theta, state, x_s.flatten(0, 1), y_s.flatten(0, 1))
+        return F.cross_entropy(meta.learner_forward(theta, x_q.flatten(0, 1)), y_q.flatten(0, 1))
     losses = []
     for k in range(x_s.shape[0]):
         if variant not in ("theta_carried", "both_carried"):
             theta = meta.c_0
         if variant not in ("state_carried", "both_carried"):
             state = meta.initial_state()
-        per_step = []
+        per_step, step_losses = [], []
         for _ in range(steps):
-            theta, state, _ = step(meta, theta, state, adapt_x[k], adapt_y[k])
+            theta, state, step_loss = step(meta, theta, state, adapt_x[k], adapt_y[k])
+            step_losses.append(step_loss)
             if variant == "all_steps":
                 per_step.append(F.cross_entropy(meta.learner_forward(theta, eval_x[k]), eval_y[k]))
         red = "sum" if variant == "query_sum" else "mean"
         loss = F.cross_entropy(meta.learner_forward(theta, eval_x[k]), eval_y[k], reduction=red)
-        losses.append(torch.stack(per_step).mean() if variant == "all_steps" else loss)
+        if variant == "all_steps":
+            loss = torch.stack(per_step).mean()
+        elif variant == "step_loss":
+            loss = step_losses[-1]
+        elif variant == "step_losses_mean":
+            loss = torch.stack(step_losses).mean()
+        losses.append(loss)
     stacked = torch.stack(losses)
     if variant == "sum":
         return stacked.sum()
@@ -585,6 +649,16 @@ _OBJ_MISTAKES = {
                  "losses of all B tasks.",
     "all_steps": "it averages the query loss over all T inner steps; the meta-objective is the query loss "
                  "at theta_T only, after the last step.",
+    "step_loss": "it returns the support loss that the last step gives back (the third result of "
+                 "meta.step_fn: L_T at theta_{T-1}, on the support set, detached). The meta-objective is the "
+                 "*query* loss of theta_T: meta.loss_fn(meta.learner_forward(theta, x_q[b]), y_q[b]).",
+    "step_losses_mean": "it averages the support losses that the steps give back (the third result of "
+                        "meta.step_fn: detached, on the support set, before each update). The meta-objective is "
+                        "the *query* loss of theta_T: meta.loss_fn(meta.learner_forward(theta, x_q[b]), y_q[b]).",
+    "merged": "the B tasks are merged into one big support set (x_s.reshape(-1, ...) or flatten): one "
+              "adaptation on all of them, although label 0 of one task is another class than label 0 of the "
+              "next. Adapt each task on its own, from c_0 and a fresh state (x_s[b], y_s[b]), and average the "
+              "B query losses.",
 }
 
 
