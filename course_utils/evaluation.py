@@ -63,8 +63,9 @@ def _t_cdf(x: float, df: float, panels: int = 2000) -> float:
 def student_t_quantile(p: float, df: float) -> float:
     """The ``p``-quantile (0.5 < p < 1) of Student's t distribution with ``df`` degrees of freedom.
 
-    With n values, ``student_t_quantile(0.975, n - 1)`` is the factor of the exact small-sample 95%
-    interval of their mean; it tends to 1.96 as n grows (2.093 for n = 20, 1.964 for n = 600).
+    With n values, ``student_t_quantile(0.975, n - 1)`` is the factor of the small-sample 95%
+    interval of their mean, exact for normally distributed values (per-episode accuracies are only
+    roughly so); it tends to 1.96 as n grows (2.093 for n = 20, 1.964 for n = 600).
     Newton's method on the CDF, started at the normal quantile; accurate to about 1e-9.
     """
     if not 0.5 < p < 1:

@@ -1,8 +1,16 @@
-"""Interactive widgets; each also works headless (nbval, a terminal) by drawing once.
+"""Interactive widgets (ipywidgets).
 
 :func:`episode_browser` lets a student pick a data set, an alphabet, N and K and see the
 episode that comes out: the support set (what the learner is told) and the query set
 (what it must label).
+
+The browser draws its first episode at once, inside its ``Output`` widget. A notebook executed
+headless (nbclient, nbval, ``jupyter nbconvert --execute``) therefore keeps that figure only in
+its saved widget state, which JupyterLab does not display without a kernel;
+``python -m course_utils.run_notebooks`` replaces the widget by that first figure, so a saved
+solution shows it. Without a kernel at all (a terminal, pytest) the widgets are built and the
+first episode is drawn into a matplotlib figure that is not shown; :func:`draw_episode` draws
+one episode without widgets.
 """
 from __future__ import annotations
 
@@ -41,7 +49,8 @@ def draw_episode(sets: Mapping[str, ClassSet], dataset: str, alphabet: str = ALL
 
 
 def episode_browser(sets: Mapping[str, ClassSet], max_way: int = 20, max_shot: int = 5):
-    """An ipywidgets browser over ``sets`` (name -> ClassSet); draws the first episode at once."""
+    """An ipywidgets browser over ``sets`` (name -> ClassSet); draws the first episode at once, into
+    its Output widget (see the module's docstring for what a headless run keeps)."""
     import ipywidgets as W
     from IPython.display import display
 

@@ -192,6 +192,14 @@ def swapped_k_q(classes, n_way, k_shot, q_query, generator=None):
     return good_sampler(classes, n_way, q_query, k_shot, generator)
 
 
+def k_for_queries(classes, n_way, k_shot, q_query, generator=None):
+    return good_sampler(classes, n_way, k_shot, k_shot, generator)  # k_shot where q_query belongs
+
+
+def q_for_support(classes, n_way, k_shot, q_query, generator=None):
+    return good_sampler(classes, n_way, q_query, q_query, generator)  # q_query where k_shot belongs
+
+
 def shuffles_in_place(classes, n_way, k_shot, q_query, generator=None):
     for c in range(len(classes)):  # "shuffle the examples first": changes the caller's data
         classes.x[c] = classes.x[c][torch.randperm(classes.x.shape[1], generator=generator)]
@@ -240,7 +248,9 @@ def test_sampler_right_styles(fn):
     (fixed("n_way", 5), "does not use n_way"),
     (fixed("k_shot", 2), "does not use k_shot"),
     (fixed("q_query", 3), "does not use q_query"),
-    (swapped_k_q, "use k_shot (not q_query)"),
+    (swapped_k_q, "The support set has N*K rows: use k_shot (not q_query)"),
+    (k_for_queries, "The query set has N*Q rows: use q_query (not k_shot)"),
+    (q_for_support, "The support set has N*K rows: use k_shot (not q_query)"),
     (shuffles_in_place, "changed its input `classes` in place"),
     (partial, "not the exercise's stub"),
     (returns_episode, "Episode object"),
@@ -251,6 +261,12 @@ def test_sampler_right_styles(fn):
 def test_sampler_mistakes(fn, phrase):
     s, m = verdict(ch00.sample_episode, fn, "0.1")
     assert s == "wrong" and phrase in m, m
+
+
+def test_sampler_wrapping_the_library_is_accepted():
+    """Like every chapter, the check accepts any correct implementation, a call of the course's own
+    sampler included (good_sampler is exactly that wrapper)."""
+    assert verdict(ch00.sample_episode, good_sampler, "0.1") == ("right", "")
 
 
 def test_sampler_stub_and_global_random_state_untouched():
@@ -296,6 +312,19 @@ def _flat(sx, qx):
     return sx.flatten(1), qx.flatten(1)
 
 
+def nn_unflattened(sx, sy, qx):
+    return sy[torch.cdist(qx, sx).argmin(dim=1)]  # on 4-D images: torch's "size of tensor a ..."
+
+
+def nn_unflattened_broadcast(sx, sy, qx):
+    d2 = ((qx[:, None] - sx[None]) ** 2).sum(-1)  # sums the last axis only: a wrong shape, no error
+    return sy[d2.argmin(dim=1)]
+
+
+def nn_unflattened_and_wrong(sx, sy, qx):
+    return sy[torch.cdist(qx, sx).argmax(dim=1)]  # raises too, but would be wrong when flattened
+
+
 @pytest.mark.parametrize("fn", [nn_good, nn_broadcast, nn_loop, nn_expanded])
 def test_nearest_neighbour_right_styles(fn):
     assert verdict(ch00.nearest_neighbour, fn, "0.2") == ("right", "")
@@ -320,6 +349,10 @@ def test_nearest_neighbour_right_styles(fn):
     (lambda sx, sy, qx: nn_good(sx, sy, qx).tolist(), "should be a Tensor"),
     (lambda sx, sy, qx: (nn_good(sx, sy, qx), torch.cdist(qx.flatten(1), sx.flatten(1))), "return only"),
     (nn_mutates, "changed its input `qx` in place"),
+    (nn_unflattened, "flatten each image to a vector first: x.flatten(start_dim=1)"),
+    (nn_unflattened_broadcast, "flatten each image to a vector first: x.flatten(start_dim=1)"),
+    (nn_unflattened_and_wrong, "runs (its labels are still wrong then"),
+    (lambda sx, sy, qx: sy[(qx.flatten(1) @ sx.flatten(1).T.T).argmin(1)], "raised RuntimeError: mat1"),
     (lambda sx, sy, qx: sy[torch.cdist(qx.flatten(1), sx.flatten(1)).argmin(1)].flip(0), "wrong for"),
 ])
 def test_nearest_neighbour_mistakes(fn, phrase):
@@ -388,6 +421,7 @@ def test_ci_right_styles(fn):
     (ci_z(1.645), "90% interval"),
     (ci_z(2.576), "99% interval"),
     (ci_t, "Student's t quantile"),
+    (ci_t, "exact only for normally distributed values"),
     (ci_z(1.96, unbiased=False), "population standard deviation"),
     (lambda a: (float(a.mean()), 1.96 * float(np.std(a.numpy())) / math.sqrt(len(a))), "ddof=0"),
     (lambda a: (a.mean().item(), 1.96 * a.std().item()), "without the division by sqrt(n)"),

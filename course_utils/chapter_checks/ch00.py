@@ -9,8 +9,9 @@ Each probe tests one property at a time and names the one that fails:
   examples are drawn at random (not the first ones, not sorted, not shared between classes).
 - 0.2 (pixel 1-NN): three probes (fewer queries than support images, labels not class-major; as
   many queries as support images; random images on which the metrics disagree) that tell the
-  right answer from the index instead of the label, the wrong axis, the farthest image, distances
-  within one set, labels from positions, and another metric (L1, dot product, cosine).
+  right answer from images left unflattened (an answer that is right on flattened images), the
+  index instead of the label, the wrong axis, the farthest image, distances within one set,
+  labels from positions, and another metric (L1, dot product, cosine).
 - 0.3 (mean and 95% interval): each part of ``z * s / sqrt(n)`` is identified separately
   (z = 2, 1.645, 2.576, a t quantile, no z; population std, variance; no sqrt(n), n, sqrt(n - 1), a
   fixed n), and a probe whose values lie close together shows whether the answer is computed in
@@ -100,9 +101,9 @@ def _check_images(x: Tensor, name: str, rows: int, cfg: str, k: int, q: int) -> 
         if x.dim() == 4 and x.shape[0] == rows and tuple(x.shape[1:]) != (1, _H, _W):
             hint = f"Each image keeps the shape (1, H, W) = (1, {_H}, {_W}) of classes.x[c][i]."
         elif name == "query_x" and x.dim() >= 1 and x.shape[0] == rows // q * k and k != q:
-            hint = "The query set has N*K rows: use q_query (not k_shot) for the query set."
+            hint = "The query set has N*Q rows: use q_query (not k_shot) for the query set."
         elif name == "support_x" and x.dim() >= 1 and x.shape[0] == rows // k * q and k != q:
-            hint = "The support set has N*Q rows: use k_shot (not q_query) for the support set."
+            hint = "The support set has N*K rows: use k_shot (not q_query) for the support set."
         raise Mistake(f"with {cfg}, {name} has shape {tuple(x.shape)}, expected "
                       f"({'N*K' if name == 'support_x' else 'N*Q'}, 1, H, W) = {(rows, 1, _H, _W)}.", hint)
     if not x.is_floating_point():
@@ -339,10 +340,38 @@ def _nn_mistakes(sx: Tensor, sy: Tensor, qx: Tensor) -> dict[str, Tensor]:
     return out
 
 
+_FLATTEN = "flatten each image to a vector first: x.flatten(start_dim=1) turns (B, 1, H, W) into (B, H*W)."
+
+
+def _on_flattened(fn: Callable, sx: Tensor, sy: Tensor, qx: Tensor) -> str:
+    """How ``fn`` does when the images come already flattened to (B, H*W) vectors: "right" (then its
+    only mistake is that it does not flatten them itself), "runs" (no error, wrong labels) or ""."""
+    try:
+        out = fn(sx.flatten(1), sy, qx.flatten(1))
+    except Exception:  # noqa: BLE001 - it fails for another reason too
+        return ""
+    right = baselines.pixel_nn(sx, sy, qx)
+    ok = isinstance(out, Tensor) and out.shape == right.shape and torch.equal(out.detach().cpu().long(), right)
+    return "right" if ok else "runs"
+
+
 def _probe_nearest_neighbour(fn: Callable) -> None:
     for kind in ("a", "b", "c"):
         sx, sy, qx = _nn_inputs(kind)
-        out = fn(sx, sy, qx)
+        try:
+            out = fn(sx, sy, qx)
+        except Exception as err:  # noqa: BLE001
+            flat = _on_flattened(fn, sx, sy, qx) if getattr(err, "_course_student", False) \
+                and not isinstance(err, NotImplementedError) else ""
+            if flat:
+                then = ("gives the right labels" if flat == "right" else
+                        "runs (its labels are still wrong then: the check's next message will say how)")
+                raise Mistake(f"your code raised {type(err).__name__} ({err}) on images of shape "
+                              f"{tuple(qx.shape)} (queries) and {tuple(sx.shape)} (support), but {then} when "
+                              f"the images come already flattened: {_FLATTEN}",
+                              "torch.cdist compares the rows of 2-D tensors; given 4-D images it treats the "
+                              "leading dimensions as batch dimensions, which do not match.") from None
+            raise
         n_q, n_s = len(qx), len(sx)
         if isinstance(out, (list, tuple)) and out and all(isinstance(v, Tensor) for v in out):
             raise Mistake(f"your function returned {describe(out)}: return only the predicted labels, one "
@@ -357,6 +386,9 @@ def _probe_nearest_neighbour(fn: Callable) -> None:
             if out.shape == wrong.shape and torch.equal(out.detach().cpu().double(), wrong.double()) \
                     and not torch.equal(wrong.long(), right):
                 raise Mistake(f"the predicted labels are wrong. It looks like {explanation}")
+        if _on_flattened(fn, sx, sy, qx) == "right":
+            raise Mistake(f"the predicted labels have shape {tuple(out.shape)} on images of shape "
+                          f"{tuple(qx.shape)}, but are right when the images come already flattened: {_FLATTEN}")
         if tuple(out.shape) != (n_q,):
             hint = ("A result with one entry per support image means the argmin ran over the queries (dim=0) "
                     "instead of over the support images (dim=1)." if tuple(out.shape) == (n_s,) else
@@ -435,9 +467,11 @@ def _ci_diagnosis(half: float, a: Tensor) -> str:
                 "sqrt(600)": math.sqrt(600)}
     t = student_t_quantile(0.975, n - 1)
     zs = {**{k: (v, "") for k, v in _Z.items()}, **_Z_WRONG,
-          "t": (t, f"Student's t quantile t(0.975, n - 1 = {n - 1}) = {t:.4f} instead of 1.96. That is the "
-                   "exact small-sample interval, but this exercise (like the course and the papers) uses the "
-                   "normal quantile 1.96, so that intervals are comparable")}
+          "t": (t, f"Student's t quantile t(0.975, n - 1 = {n - 1}) = {t:.4f} instead of 1.96. That "
+                   "interval is exact only for normally distributed values (per-episode accuracies are not: "
+                   "they are bounded, multiples of one over the number of queries), and this exercise (like "
+                   "the course and the papers) uses the normal quantile 1.96, so that intervals are "
+                   "comparable")}
     best = None
     for (zk, (z, z_text)), (sk, s), (dk, dv) in itertools.product(zs.items(), spreads.items(), divisors.items()):
         if abs(half - z * s / dv) <= 1e-6 * abs(z * s / dv) + 1e-15:
