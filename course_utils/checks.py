@@ -101,10 +101,13 @@ def describe(obj: Any, depth: int = 0) -> str:
         inner = ", ".join(describe(o, depth + 1) for o in obj[:4]) if depth < 2 else "..."
         more = ", ..." if len(obj) > 4 else ""
         return f"a {type(obj).__name__} of {len(obj)}" + (f": ({inner}{more})" if obj else "")
+    if type(obj).__module__ == "numpy" and hasattr(obj, "shape"):
+        return f"a NumPy array of shape {tuple(obj.shape)} (return a torch.Tensor)"
     if isinstance(obj, dict):
         keys = list(obj)[:5]
         return f"a dict with keys {keys}{' ...' if len(obj) > 5 else ''}"
-    return f"a {type(obj).__name__}"
+    name = type(obj).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def _copy(obj: Any) -> Any:

@@ -155,7 +155,7 @@ class MatchingNet(nn.Module):
         f, g = self.embed(episode)
         s = self.scale * cosine_similarities(f, g)                     # (NQ, N*K)
         log_a = torch.log_softmax(s, dim=1)
-        # log ŷ_k = log sum_{i in class k} a_i; the support set is class-major, so class k is a block
+        # log ŷ_n = log sum_{i in class n} a_i; the support set is class-major, so class n is a block
         return torch.logsumexp(log_a.reshape(s.shape[0], episode.n_way, episode.k_shot), dim=2)
 
 

@@ -340,6 +340,36 @@ def matching_proto_accuracy_bars(results: Mapping[str, Mapping[tuple[int, int], 
     return fig
 
 
+def matching_training_curves(histories: Mapping[str, History], keys: Sequence[str] = ("loss", "acc", "val_acc"),
+                             title: str = "Episodic training", few: int = 12) -> Figure:
+    """:func:`plot_curves`, readable for short runs too: a curve with at most ``few`` points gets
+    markers (a different, hollow one per method, so equal values stay visible), steps are integers,
+    the y axis has no offset, and a flat panel (one point) gets a sensible range (within [0, 1] for
+    an accuracy)."""
+    from matplotlib.ticker import MaxNLocator
+    fig = plot_curves(histories, keys=keys, title=title)
+    for ax, key in zip(fig.axes, keys):
+        lines = ax.get_lines()
+        for i, line in enumerate(lines):
+            if len(line.get_xdata()) <= few:
+                line.set_marker("osD^v"[i % 5])
+                line.set_markersize(8 - 2 * (i % 2))
+                line.set_markerfacecolor("none" if i else line.get_color())
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        xs = np.concatenate([np.asarray(line.get_xdata(), dtype=float) for line in lines]) if lines else np.array([])
+        if xs.size and np.ptp(xs) < 2:                    # one or two steps: a little room either side
+            ax.set_xlim(xs.min() - 1, xs.max() + 1)
+        ax.ticklabel_format(axis="y", useOffset=False)
+        ys = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in lines]) if lines else np.array([])
+        if ys.size and np.ptp(ys) < 1e-6 * max(1.0, float(np.abs(ys).max())):
+            pad = 0.05 if "acc" in key else 0.05 * max(1.0, float(np.abs(ys).max()))
+            lo, hi = float(ys.min()) - pad, float(ys.max()) + pad
+            ax.set_ylim((max(0.0, lo), min(1.0, hi)) if "acc" in key else (lo, hi))
+        if ax.get_legend() is not None:
+            ax.legend(frameon=False)                  # redrawn, so that it shows the markers
+    return fig
+
+
 # ----------------------------------------------------------------------------- chapter 01 (contrastive loss, Siamese nets)
 
 def contrastive_toy_panels(panels: Mapping[str, tuple[torch.Tensor, float, float, float]], margin: float = 1.0) -> Figure:

@@ -1,26 +1,27 @@
 """Prototypical Networks (Snell, Swersky & Zemel, 2017, NeurIPS; arXiv:1703.05175).
 
-An embedding f_phi maps every image to a vector. For an N-way K-shot episode, the
-*prototype* of class k is the mean embedding of its K support examples,
+An embedding f_theta maps every image to a vector. For an N-way K-shot episode, the
+*prototype* of class n is the mean embedding of its K support examples,
 
-    c_k = (1 / K) * sum_{(x_i, y_i) in S, y_i = k} f_phi(x_i),
+    c_n = (1 / K) * sum_{(x_i, y_i) in S, y_i = n} f_theta(x_i),
 
 and a query x is classified by a softmax over negative squared Euclidean distances,
 
-    p(y = k | x) = exp(-d(f_phi(x), c_k)) / sum_k' exp(-d(f_phi(x), c_k')),
+    p(y = n | x) = exp(-d(f_theta(x), c_n)) / sum_n' exp(-d(f_theta(x), c_n')),
     d(z, c) = ||z - c||^2.
 
+(The paper writes phi for the embedding's weights and k for the class; the course writes theta and n.)
 Training is episodic: minimise the cross-entropy -log p(y = y_q | x_q) over the *query*
 set of each episode (the support set only builds the prototypes).
 
 Section 2.4 of the paper: with squared Euclidean distance the classifier is linear in z,
 
-    -||z - c_k||^2 = -z.z + 2 c_k.z - c_k.c_k,
+    -||z - c_n||^2 = -z.z + 2 c_n.z - c_n.c_n,
 
 and -z.z is the same for every class, so it cancels in the softmax: the logits are those of a
-linear layer with W_k = 2 c_k and b_k = -||c_k||^2 (:func:`linear_classifier`).
+linear layer with w_n = 2 c_n and b_n = -||c_n||^2 (:func:`linear_classifier`).
 
-Support tensors are class-major (rows c*K .. c*K+K-1 are class c), as in
+Support tensors are class-major (rows n*K .. n*K+K-1 are class n), as in
 :mod:`course_utils.episodes`.
 """
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _check_2d(z: Tensor, what: str) -> None:
 
 
 def prototypes(z_support: Tensor, n_way: int, k_shot: int) -> Tensor:
-    """Class means c_k of class-major support embeddings: ``(N*K, D) -> (N, D)``."""
+    """Class means c_n of class-major support embeddings: ``(N*K, D) -> (N, D)``."""
     _check_2d(z_support, "z_support")
     if z_support.shape[0] != n_way * k_shot:
         raise ValueError(f"z_support has {z_support.shape[0]} rows, but an {n_way}-way {k_shot}-shot "
@@ -53,7 +54,7 @@ def prototypes(z_support: Tensor, n_way: int, k_shot: int) -> Tensor:
 
 
 def squared_distances(z_query: Tensor, c: Tensor) -> Tensor:
-    """d[q, k] = ||z_q - c_k||^2: ``(NQ, D), (N, D) -> (NQ, N)``.
+    """d[q, n] = ||z_q - c_n||^2: ``(NQ, D), (N, D) -> (NQ, N)``.
 
     Computed from the differences (not the expansion z.z - 2 z.c + c.c), so it is exactly 0 for a
     query on its prototype and never negative.
@@ -67,7 +68,7 @@ def squared_distances(z_query: Tensor, c: Tensor) -> Tensor:
 
 
 def protonet_logits(z_query: Tensor, c: Tensor) -> Tensor:
-    """Logits -||f(x) - c_k||^2, shape ``(NQ, N)``; softmax over the classes gives p(y = k | x)."""
+    """Logits -||f(x) - c_n||^2, shape ``(NQ, N)``; softmax over the classes gives p(y = n | x)."""
     return -squared_distances(z_query, c)
 
 

@@ -221,6 +221,17 @@ def test_attention_more_mistakes_are_named(fn, phrase):
     assert phrase in message("2.1"), message("2.1")
 
 
+def att_numpy_needs_grad(f, g, scale=1.0):     # no .detach(): PyTorch refuses it on inputs that need grad
+    return att_right(f, g, scale).numpy()
+
+
+def test_numpy_return_is_named_not_pytorchs_requires_grad_error():
+    assert ch02.cosine_attention(att_numpy_needs_grad) is not att_numpy_needs_grad and status("2.1") == "wrong"
+    msg = message("2.1")
+    assert "returned a NumPy array of shape (4, 6)" in msg and "without .numpy()" in msg, msg
+    assert "requires grad" not in msg and "detach().numpy()" not in msg, msg
+
+
 def test_attention_rows_not_summing_to_one_is_explained():
     def half(f, g, scale=1.0):
         return 0.5 * att_right(f, g, scale)
@@ -393,6 +404,45 @@ def proto_partial(z, n_way, k_shot):
 def test_more_prototype_mistakes_are_named(fn, phrase):
     assert ch02.prototypes(fn) is not fn and status("2.2") == "wrong"
     assert phrase in message("2.2"), message("2.2")
+
+
+def proto_global_repeated(z, n_way, k_shot):     # the global mean, one copy per class: shape (N, D)
+    return z.mean(0, keepdim=True).expand(n_way, -1)
+
+
+def proto_global_repeat(z, n_way, k_shot):
+    return z.mean(0).repeat(n_way, 1)
+
+
+def proto_view_n_way(z, n_way, k_shot):          # view(n_way, -1) ignores k_shot and mixes in the features
+    return z.view(n_way, -1).mean(1, keepdim=True).expand(n_way, z.shape[1])
+
+
+def proto_view_n_way_keepdim(z, n_way, k_shot):
+    return z.view(n_way, -1).mean(1, keepdim=True)
+
+
+def proto_view_n_way_flat(z, n_way, k_shot):
+    return z.reshape(n_way, -1).mean(1)
+
+
+def proto_numpy(z, n_way, k_shot):               # .numpy() on a tensor that (later) requires grad
+    return z.reshape(n_way, k_shot, -1).mean(1).numpy()
+
+
+@pytest.mark.parametrize("fn,phrase", [
+    (proto_global_repeated, "every row is the mean of the whole support set"),
+    (proto_global_repeat, "every row is the mean of the whole support set"),
+    (proto_view_n_way, "view(n_way, -1)"),
+    (proto_view_n_way_keepdim, "view(n_way, -1)"),
+    (proto_view_n_way_flat, "averages the features too"),
+    (proto_numpy, "returned a NumPy array of shape (3, 2)"),
+    (proto_shot_major, "rows n*K .. n*K+K-1 are class n"),
+])
+def test_unusual_prototype_mistakes_get_their_own_diagnosis(fn, phrase):
+    assert ch02.prototypes(fn) is not fn and status("2.2") == "wrong"
+    assert phrase in message("2.2"), message("2.2")
+    assert "differs at index" not in message("2.2"), message("2.2")
 
 
 # --- 2.3 prototypical loss ------------------------------------------------------
@@ -603,6 +653,27 @@ def loss_float(z_support, z_query, query_y, n_way, k_shot):
 def test_more_loss_mistakes_are_named(fn, phrase):
     assert ch02.prototypical_loss(fn) is not fn and status("2.3") == "wrong"
     assert phrase in message("2.3"), message("2.3")
+
+
+def loss_numpy_logits(z_support, z_query, query_y, n_way, k_shot):
+    loss, logits = loss_right(z_support, z_query, query_y, n_way, k_shot)
+    return loss, logits.numpy()
+
+
+def test_loss_with_numpy_logits_is_named():
+    assert ch02.prototypical_loss(loss_numpy_logits) is not loss_numpy_logits and status("2.3") == "wrong"
+    msg = message("2.3")
+    assert "the logits should be a torch.Tensor" in msg and "NumPy array of shape (6, 3)" in msg, msg
+    assert "requires grad" not in msg, msg
+
+
+def lin_numpy(c):
+    return (2 * c).numpy(), -(c * c).sum(1)
+
+
+def test_linear_with_numpy_weights_is_named():
+    assert ch02.linear_classifier(lin_numpy) is not lin_numpy and status("2.4") == "wrong"
+    assert "W should be a torch.Tensor" in message("2.4") and "NumPy array" in message("2.4"), message("2.4")
 
 
 def test_loss_probe_uses_queries_that_are_not_class_major():

@@ -165,3 +165,10 @@ def test_strict_mode_error_does_not_chain_the_probe_traceback(monkeypatch):
     with pytest.raises(checks.ExerciseError) as info:
         check(lambda params, g, alpha: {k: p + alpha * g[k] for k, p in params.items()})
     assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_describe_numpy_and_articles():
+    import numpy as np
+    assert checks.describe(np.zeros((2, 3))) == "a NumPy array of shape (2, 3) (return a torch.Tensor)"
+    class Item: pass
+    assert checks.describe(Item()) == "an Item"

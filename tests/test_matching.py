@@ -131,3 +131,36 @@ def test_attention_figure_has_one_row_per_class_and_labels_the_query():
     assert "query 1" in fig.axes[3].get_title() and "true class 0" in fig.axes[3].get_title()
     assert any("ŷ =" in ax.get_ylabel() for ax in fig.axes)
     plt.close(fig)
+
+
+def test_training_curves_are_readable_for_a_one_point_validation():
+    # the smoke budget: 3 steps, one validation point, both methods at the same accuracy
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from course_utils import plots
+    from course_utils.training import History
+    hists = {}
+    for name, losses in {"Matching": (1.2, 1.1, 1.0), "Prototypical": (2.4, 2.6, 3.5)}.items():
+        h = History()
+        for i, v in enumerate(losses):
+            h.log(i, loss=v, acc=0.6 + 0.05 * i)
+        h.log(2, val_acc=0.66)
+        hists[name] = h
+    fig = plots.matching_training_curves(hists, title="smoke")
+    loss_ax, _, val_ax = fig.axes
+    val_ax.figure.canvas.draw()
+    assert [line.get_marker() for line in val_ax.get_lines()] == ["o", "s"]     # single points are visible
+    assert val_ax.get_lines()[1].get_markerfacecolor() == "none"                 # hollow: both visible
+    lo, hi = val_ax.get_ylim()
+    assert 0.0 <= lo < 0.66 - 0.01 and 0.66 + 0.01 < hi <= 1.0                  # a readable range, no 1e-8
+    assert val_ax.yaxis.get_major_formatter().get_offset() == ""
+    assert all(float(t).is_integer() for t in val_ax.get_xticks())              # steps are integers
+    assert len(val_ax.get_legend().get_lines()) == 2
+    # a long run keeps plain lines
+    h = History()
+    for i in range(100):
+        h.log(i, loss=1 / (i + 1))
+    fig2 = plots.matching_training_curves({"a": h}, keys=("loss",))
+    assert fig2.axes[0].get_lines()[0].get_marker() in ("None", None, "")
+    plt.close("all")

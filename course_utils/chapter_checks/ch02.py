@@ -14,11 +14,13 @@ mistakes: the softmax over the wrong axis, the dot product instead of the cosine
 normalised (or normalised along the wrong axis, or by the squared norm), no epsilon guard (NaN for
 an all-zero embedding), the scale ignored, divided or applied after the softmax, query and support
 swapped; prototypes read shot-major, averaged over the wrong dimension, summed or divided by the
-wrong count; the plain instead of the squared Euclidean distance, +distances as logits, the distance
-averaged over the features, cosine or dot-product logits, the loss on the support set, support and
-query swapped, the query labels ignored, a summed or per-query loss, (logits, loss) in the wrong
-order; the linear classifier's missing factor 2, its signs, a bias that is not squared or summed
-over the wrong axis.
+wrong count, the mean of the whole support set, ``view(n_way, -1)`` averaging the features too;
+the plain instead of the squared Euclidean distance, +distances as logits, the distance averaged
+over the features, cosine or dot-product logits, the loss on the support set, support and query
+swapped, the query labels ignored, a summed or per-query loss, (logits, loss) in the wrong order;
+the linear classifier's missing factor 2, its signs, a bias that is not squared or summed over the
+wrong axis. Each probe first calls the function on inputs without gradients, so that a NumPy return
+is named as such (PyTorch refuses ``.numpy()`` on a tensor that requires grad).
 """
 from __future__ import annotations
 
@@ -37,21 +39,23 @@ __all__ = ["cosine_attention", "prototypes", "prototypical_loss", "linear_classi
 EXERCISES = ["2.1", "2.2", "2.3", "2.4"]
 
 
-def _named(actual: Tensor, what: str, mistakes: Mapping[str, Tensor], atol: float = 1e-5,
+def _named(actual: Tensor, what: str, mistakes: Mapping[str, Tensor | tuple[Tensor, ...]], atol: float = 1e-5,
            hint: str = "", verb: str = "is", right: Tensor | None = None) -> None:
     """Raise Mistake naming the first classic mistake whose output ``actual`` matches (any shape).
 
+    A mistake's value may be a tuple of tensors: variants (e.g. shapes) that get the same diagnosis.
     With ``right`` given, a mistake that happens to give the right answer on these inputs is skipped.
     """
     a = actual.detach()
     head = what[0].upper() + what[1:] if what.startswith("the ") else what   # "b" stays "b"
     r = right.detach() if right is not None else None
-    for explanation, wrong in mistakes.items():
-        w = torch.as_tensor(wrong).detach()
-        if r is not None and w.shape == r.shape and _close(w, r, atol, 1e-4):
-            continue
-        if a.shape == w.shape and _close(a, w, atol, 1e-4):
-            raise Mistake(f"{head} {verb} wrong: {explanation}", hint)
+    for explanation, variants in mistakes.items():
+        for wrong in (variants if isinstance(variants, tuple) else (variants,)):
+            w = torch.as_tensor(wrong).detach()
+            if r is not None and w.shape == r.shape and _close(w, r, atol, 1e-4):
+                continue
+            if a.shape == w.shape and _close(a, w, atol, 1e-4):
+                raise Mistake(f"{head} {verb} wrong: {explanation}", hint)
 
 
 def _tensor(obj: Any, what: str, expected: str) -> None:
@@ -63,9 +67,13 @@ def _tensor(obj: Any, what: str, expected: str) -> None:
         hint = "return the tensor itself, not a tuple or list that contains it."
     elif isinstance(obj, (int, float)):
         hint = ".item() (or float(...)) turns a tensor into a Python number and cuts the gradient; return the tensor."
-    elif type(obj).__module__.startswith("numpy"):
-        hint = ".numpy() leaves torch (and autograd); keep it a torch tensor."
-    raise Mistake(f"{what} should be a torch.Tensor {expected}; your function returned {describe(obj)}.", hint)
+    got = describe(obj)
+    if type(obj).__module__.startswith("numpy"):
+        shape = getattr(obj, "shape", None)
+        got = "a NumPy array" + (f" of shape {tuple(shape)}" if shape is not None else "")
+        hint = (".numpy() leaves torch (and autograd): the gradient cannot flow back through a NumPy "
+                "array. Return the torch tensor itself, without .numpy() (or .detach()).")
+    raise Mistake(f"{what} should be a torch.Tensor {expected}; your function returned {got}.", hint)
 
 
 def _same_dtype(t: Tensor, dtype: torch.dtype, what: str) -> None:
@@ -131,6 +139,9 @@ def _attention_inputs(dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tenso
 
 def _probe_attention(fn: Callable) -> None:
     f, g = _attention_inputs()
+    # first with inputs that carry no gradient, so that a .numpy() return gets its own diagnosis
+    # (on inputs that require grad, PyTorch itself refuses .numpy() with a message about .detach())
+    _tensor(fn(f, g), "the attention a", "of shape (NQ, NK)")
     f.requires_grad_(True)
     g.requires_grad_(True)
     a = fn(f, g)
@@ -226,13 +237,19 @@ def _ref_prototypes(z_support: Tensor, n_way: int, k_shot: int) -> Tensor:
     return protonet.prototypes(z_support, n_way, k_shot)
 
 
+VIEW_N_WAY = ("view(n_way, -1) (or reshape(n_way, -1)) puts each class's K shots *and* its D features in "
+              "one row, so the mean over that row averages the features too: one number per class. Keep "
+              "the feature axis: reshape(n_way, k_shot, -1).mean(1).")
+
+
 def _prototype_mistakes(z: Tensor, n: int, k: int) -> dict[str, Tensor]:
     zz = z.detach()
     d = zz.shape[1]
     by_class = zz.reshape(n, k, d)
+    flat = zz.reshape(n, -1).mean(1, keepdim=True)      # view(n_way, -1): shots and features in one row
     return {
         "the support set was read as shot-major (reshape(k_shot, n_way, D), or every n_way-th row). "
-        "It is class-major: rows c*K .. c*K+K-1 are class c, so reshape to (n_way, k_shot, D) and "
+        "It is class-major: rows n*K .. n*K+K-1 are class n, so reshape to (n_way, k_shot, D) and "
         "average over dim 1.": zz.reshape(k, n, d).mean(0),
         "it averages over the classes (dim 0 of (n_way, k_shot, D)), giving one vector per shot; "
         "average over the shots (dim 1).": by_class.mean(0),
@@ -250,6 +267,10 @@ def _prototype_mistakes(z: Tensor, n: int, k: int) -> dict[str, Tensor]:
         "it is the mean of the whole support set (keepdim), one vector for all classes; average "
         "within each class.": zz.mean(0, keepdim=True),
         "it takes the first example of each class (the 1-shot case); average all K shots.": by_class[:, 0],
+        "every row is the mean of the whole support set (one vector repeated for all classes); the "
+        "prototype of class n averages only that class's K shots: reshape(n_way, k_shot, D).mean(1).":
+            zz.mean(0, keepdim=True).expand(n, d),
+        VIEW_N_WAY: (flat.expand(n, d), flat, flat[:, 0]),      # broadcast to (N, D), or (N, 1), or (N,)
     }
 
 
@@ -257,6 +278,7 @@ def _probe_prototypes(fn: Callable) -> None:
     n, k, d = 3, 4, 2                      # N != K != D, so every reshape mistake has its own answer
     z = torch.randn(n * k, d, generator=_g(23), dtype=torch.float64) + \
         torch.tensor([[0., 0.], [5., 0.], [0., 5.]], dtype=torch.float64).repeat_interleave(k, dim=0)
+    _tensor(fn(z, n, k), "the prototypes c", "of shape (n_way, D)")     # no gradient yet: see 2.1
     z.requires_grad_(True)
     c = fn(z, n, k)
     _tensor(c, "the prototypes c", "of shape (n_way, D)")
@@ -416,6 +438,7 @@ def _probe_loss(fn: Callable) -> None:
     zs = (torch.randn(n * k, d, generator=_g(26), dtype=torch.float64) * 0.6).requires_grad_(True)
     zq = (torch.randn(n * q, d, generator=_g(27), dtype=torch.float64) * 0.6).requires_grad_(True)
     y = torch.arange(n).repeat_interleave(q)
+    _loss_pair(fn(zs.detach(), zq.detach(), y, n, k), n * q, n)      # no gradient yet: see 2.1
     loss, logits = _loss_pair(fn(zs, zq, y, n, k), n * q, n)
     _check_loss_value(loss, logits, zs, zq, y, n, k, "of a 3-way 2-shot episode", 1e-6)
     expect_grad(loss, "the loss")
