@@ -387,11 +387,19 @@ def _close(a: Tensor, b: Tensor, atol: float, rtol: float) -> bool:
 
 def _float64_hint(a: Tensor, e: Tensor, atol: float, rtol: float) -> str:
     """Say "compute in float64" when a float32 answer is right up to float32 rounding."""
-    if a.dtype in (torch.float32, torch.float16, torch.bfloat16) and e.dtype == torch.float64:
-        if a.shape == e.shape and torch.allclose(a.double().cpu(), e.cpu(), atol=1e-4, rtol=1e-3):
+    if a.shape != e.shape or e.dtype != torch.float64:
+        return ""
+    if a.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        if torch.allclose(a.double().cpu(), e.cpu(), atol=1e-4, rtol=1e-3):
             return (f" Your result is {a.dtype} but the check's inputs are float64: compute in float64 "
                     "(no .float(), and give new tensors the inputs' dtype, e.g. "
                     "torch.zeros(..., dtype=x.dtype)).")
+    elif a.dtype == torch.float64:
+        rel = ((a.double() - e.double()).abs().max() / e.double().abs().max().clamp_min(1e-300)).item()
+        if 1e-9 < rel < 1e-5:  # float64, yet right only to float32's ~7 digits
+            return (" Your value agrees to about 7 significant digits only, as if one step of your "
+                    "computation ran in float32 (a .float(), or a new tensor made without dtype=): "
+                    "compute in float64 throughout (the inputs are float64).")
     return ""
 
 

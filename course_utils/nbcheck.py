@@ -48,7 +48,8 @@ def locate(cells: list, cell) -> dict[str, str]:
         if not exercise and c.cell_type == "code":
             found = _EXERCISE_CELL.findall(c.source)
             if found:
-                exercise = f"Exercise {found[-1][0]} ({found[-1][1]})"
+                title = found[-1][1].split(" (")[0].rstrip(":;,. ")  # a short title, no nested brackets
+                exercise = f"Exercise {found[-1][0]} ({title})"
         if not section and c.cell_type == "markdown":
             found = _HEADING.findall(c.source)
             if found:

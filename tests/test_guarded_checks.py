@@ -172,3 +172,10 @@ def test_describe_numpy_and_articles():
     assert checks.describe(np.zeros((2, 3))) == "a NumPy array of shape (2, 3) (return a torch.Tensor)"
     class Item: pass
     assert checks.describe(Item()) == "an Item"
+
+
+def test_a_float32_step_inside_a_float64_result_is_named():
+    e = torch.tensor([0.0197357010123], dtype=torch.float64)
+    a = e.float().double() + 1e-9  # right to float32's digits only
+    with pytest.raises(checks.Mistake, match="about 7 significant digits"):
+        checks.expect_close(a, e, "the penalty", atol=1e-12, rtol=1e-10)

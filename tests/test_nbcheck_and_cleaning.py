@@ -97,3 +97,8 @@ def test_thread_policy(monkeypatch):
             devices.apply_thread_policy()
     finally:
         torch.set_num_threads(n)
+
+
+def test_exercise_titles_from_comments_drop_parentheticals():
+    cells = [code("def f(z):\n    # Exercise 6.1: the latent inner step (pass create_graph on)\n    return z"), code("x")]
+    assert nbcheck.locate(cells, cells[1])["exercise"] == "Exercise 6.1 (the latent inner step)"
