@@ -3,8 +3,9 @@
     OMNIGLOT_DIR=/path/to/zips .venv/bin/python benchmarks/reptile_omniglot.py --iters 100000
 
 Nichol, Achiam & Schulman (2018), arXiv:1803.02999, Omniglot recipe (their Table 3 / README):
-Conv-4 (64 channels), inner Adam (lr 1e-3, beta1 = 0), 5 inner steps on minibatches of 10 of a
-task's 10 examples per class, outer step eps = 1 annealed linearly to 0, meta-batch 5, 100,000
+Conv-4 (64 channels; the paper's uses strided convolutions, the course's max-pooling), inner Adam
+(lr 1e-3, beta1 = 0), 5 inner steps on minibatches of 10 drawn from a task's 10 examples per class
+(one pass over 50 different images), outer step epsilon = 1 annealed linearly to 0, meta-batch 5, 100,000
 meta-iterations, 50 inner steps at test time on the support set (minibatches of 5), queries
 classified together (transductive BatchNorm). Published 5-way 1-shot: 95.39% (97.68% transductive);
 5-way 5-shot 98.90% (99.48%); 20-way 1-shot 88.14% (89.43%); 20-way 5-shot 96.65% (97.12%).
@@ -12,7 +13,7 @@ classified together (transductive BatchNorm). Published 5-way 1-shot: 95.39% (97
 Writes benchmarks/out/reptile_omniglot.md. Without OMNIGLOT_DIR it runs on the built-in glyph
 set and says so. Also saves the trained weights beside the report (``.pt``). A GPU is recommended
 (``COURSE_DEVICE`` picks one); a smoke run on a shared CPU:
-``--iters 10 --episodes 10 --test-steps 5 --hidden 32 --threads 1``.
+``--iters 10 --episodes 10 --test-steps 5 --hidden 32``.
 """
 from __future__ import annotations
 
@@ -56,13 +57,13 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--episodes", type=int, default=600)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0,
-                    help="CPU threads (0: torch's default; 1 is often faster on a shared CPU)")
+                    help="CPU threads (0: the course's COURSE_THREADS setting, default 1)")
     ap.add_argument("--out", type=Path, default=OUT / "reptile_omniglot.md")
     args = ap.parse_args(argv)
 
+    device = pick_device()  # applies COURSE_THREADS; --threads overrides it
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    device = pick_device()
     seed_everything(args.seed)
     data = few_shot_data()
     print(data.note)
@@ -105,9 +106,12 @@ def main(argv: list[str] | None = None) -> str:
              f"| pixel 1-NN (same episodes) | {100 * pixel.mean:.2f} ± {100 * pixel.ci95:.2f}% |",
              f"| Reptile, Nichol et al. 2018 (transductive in brackets), Omniglot | {paper} |", ""]
     if args.optimizer == "adam":
-        lines += ["Note: the inner Adam (beta1 = 0) starts afresh for every task here; the paper's code restores "
-                  "only the weights after each task, so Adam's moment estimates carry over from task to task in "
-                  "meta-training. That difference is untested here and may account for part of the gap.", ""]
+        lines += ["Note: the inner Adam (beta1 = 0) starts afresh for every task here (zero moments, step count 0). "
+                  "The paper's code keeps one Adam for the whole run and restores only the trainable weights after "
+                  "each meta-training task, so Adam's second moments and step count carry over from task to task "
+                  "and across meta-iterations; at test time it restores all variables after each test task, so "
+                  "every test task starts from the state meta-training left. That difference is untested here and "
+                  "may account for part of the gap.", ""]
     if args.iters < 100000 or data.source != "omniglot":
         lines.append(f"Note: {args.iters} meta-iterations on {data.source}; the paper ran 100,000 on "
                      "Omniglot, so this run is not a reproduction of its number.")

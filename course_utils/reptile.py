@@ -3,21 +3,32 @@
 Nichol, A., Achiam, J. & Schulman, J. (2018). On First-Order Meta-Learning Algorithms.
 arXiv:1803.02999.
 
-With meta-parameters phi, a task tau and its inner loop U_tau^k (k steps of SGD or Adam on
-minibatches of tau's data, starting from phi), the adapted weights are W~ = U_tau^k(phi) and
+The course's notation (the paper writes phi for the initialisation, W~ for the adapted weights
+and k for the number of inner steps): with meta-parameters theta, a task tau and its inner loop
+U_tau (T steps of SGD or Adam on minibatches of tau's data, starting from theta, step size alpha),
+the adapted weights are theta'_tau = U_tau(theta) and
 
-    serial:   phi <- phi + eps * (W~ - phi)                               (one task per update)
-    batched:  phi <- phi + eps * 1/n * sum_i (W~_i - phi)                 (n tasks per update)
+    serial:   theta <- theta + epsilon * (theta' - theta)                     (one task per update)
+    batched:  theta <- theta + epsilon * 1/B * sum_i (theta'_i - theta)       (B tasks per update)
 
 No second derivatives and no support/query split in meta-training: each task's data only
-feeds its inner loop. ``phi - W~`` can be read as a gradient ("pseudo-gradient"): with k = 1
-and plain SGD, phi - W~ = alpha * grad L_tau(phi), so Reptile is joint training on the sum of
-the task losses; with k > 1 the Taylor expansion of section 5 adds a term that increases the
-inner product between gradients of different minibatches of the same task.
+feeds its inner loop. ``theta - theta'`` can be read as a gradient ("pseudo-gradient"): with
+T = 1 and plain SGD, theta - theta' = alpha * grad L_tau(theta), so Reptile is joint training on
+the sum of the task losses; with T > 1 steps on *different minibatches* the Taylor expansion of
+the paper's section 5 adds a term that increases the inner product between gradients of different
+minibatches of the same task.
+
+Inner Adam: every task starts Adam afresh here (zero moments, step count 0), so a task's inner
+loop depends on that task alone. The paper's code (openai/supervised-reptile) keeps one TensorFlow
+Adam for the whole run and, after each task, restores only the trainable weights: Adam's second
+moments and its step count (with the paper's beta1 = 0 there is no first moment to keep) carry
+over from task to task and across meta-iterations; at test time it restores all variables after
+each test task, so every test task starts from the state meta-training left.
 
 Parameters are dicts ``{name: tensor}``, run with ``torch.func.functional_call`` through
-:func:`course_utils.maml.forward`, so phi (the ``nn.Module``'s own weights) is never touched by
-an inner loop. Tasks of a meta-batch are adapted with ``vmap`` (small MLPs) or in a loop (conv
+:func:`course_utils.maml.forward`, so theta (the ``nn.Module``'s own weights) is never touched by
+an inner loop. Argument names and orders follow the chapter's exercises: ``inner_loop(model,
+theta, x, y, alpha, steps, loss_fn)``. Tasks of a meta-batch are adapted with ``vmap`` (small MLPs) or in a loop (conv
 nets on the CPU), as :func:`course_utils.maml.choose_strategy` decides. BatchNorm: batch
 statistics only (transductive, as in the paper's Omniglot runs); layers that keep running
 statistics are rejected.
@@ -61,11 +72,11 @@ def minibatch_schedule(n_points: int, steps: int, batch_size: int | None = None,
         torch.zeros(0, batch_size, dtype=torch.long)
 
 
-def _inner(model: nn.Module, phi: Params, x: Tensor, y: Tensor, idx: Tensor, lr: float,
+def _inner(model: nn.Module, theta: Params, x: Tensor, y: Tensor, idx: Tensor, alpha: float,
            loss_fn: LossFn, optimizer: str, betas: tuple[float, float], adam_eps: float
            ) -> tuple[Params, Tensor]:
-    """The inner loop proper (vmap-safe): returns W~ and the minibatch loss at each step."""
-    w = dict(phi)
+    """The inner loop proper (vmap-safe): returns theta' and the minibatch loss at each step."""
+    w = dict(theta)
     m = {k: torch.zeros_like(v) for k, v in w.items()} if optimizer == "adam" else None
     v2 = {k: torch.zeros_like(v) for k, v in w.items()} if optimizer == "adam" else None
     losses = []
@@ -74,57 +85,58 @@ def _inner(model: nn.Module, phi: Params, x: Tensor, y: Tensor, idx: Tensor, lr:
         g, loss = grad_and_value(lambda p: loss_fn(forward(model, p, xb), yb))(w)
         losses.append(loss)
         if optimizer == "sgd":
-            w = {k: w[k] - lr * g[k] for k in w}
-        else:  # Adam, state reset for every task (the paper uses beta1 = 0)
+            w = {k: w[k] - alpha * g[k] for k in w}
+        else:  # Adam, state reset for every task (the paper's code keeps it; see the module docstring)
             b1, b2 = betas
             m = {k: b1 * m[k] + (1 - b1) * g[k] for k in w}
             v2 = {k: b2 * v2[k] + (1 - b2) * g[k] ** 2 for k in w}
             c1, c2 = 1 - b1 ** (t + 1), 1 - b2 ** (t + 1)
-            w = {k: w[k] - lr * (m[k] / c1) / ((v2[k] / c2).sqrt() + adam_eps) for k in w}
+            w = {k: w[k] - alpha * (m[k] / c1) / ((v2[k] / c2).sqrt() + adam_eps) for k in w}
     out = torch.stack(losses) if losses else x.new_zeros(0)
     return w, out
 
 
-def inner_loop(model: nn.Module, phi: Params, x: Tensor, y: Tensor, steps: int, lr: float,
-               loss: str | LossFn = "mse", optimizer: str = "sgd", batch_size: int | None = None,
+def inner_loop(model: nn.Module, theta: Params, x: Tensor, y: Tensor, alpha: float, steps: int,
+               loss_fn: str | LossFn = "mse", optimizer: str = "sgd", batch_size: int | None = None,
                generator: torch.Generator | None = None, betas: tuple[float, float] = (0.0, 0.999),
                adam_eps: float = 1e-8, return_losses: bool = False) -> Params | tuple[Params, Tensor]:
-    """W~ = U^k(phi): ``steps`` steps of SGD or Adam on one task's data ``x (n, ...)``, ``y (n, ...)``.
+    """theta' = U(theta): ``steps`` (T) steps of SGD or Adam with step size ``alpha`` on one task's data
+    ``x (n, ...)``, ``y (n, ...)`` (exercise 5.2's signature, plus options).
 
     Each step uses a minibatch of ``batch_size`` examples (all of them if None), see
-    :func:`minibatch_schedule`. ``phi`` is never modified; the result carries no graph.
+    :func:`minibatch_schedule`. ``theta`` is never modified; the result carries no graph.
     With ``return_losses`` also returns the minibatch loss before each step, shape ``(steps,)``.
     """
     check_model(model)
     _check_int("steps", steps, 0)
-    _check_lr("lr", lr)
+    _check_lr("alpha", alpha)
     _check_optimizer(optimizer, betas)
-    _check_task(phi, x, y)
+    _check_task(theta, x, y)
     idx = minibatch_schedule(x.shape[0], steps, batch_size, generator).to(x.device)
     with torch.no_grad():  # torch.func.grad still differentiates inside; nothing else is tracked
-        w, losses = _inner(model, {k: v.detach() for k, v in phi.items()}, x, y, idx, lr,
-                           resolve_loss(loss), optimizer, betas, adam_eps)
+        w, losses = _inner(model, {k: v.detach() for k, v in theta.items()}, x, y, idx, alpha,
+                           resolve_loss(loss_fn), optimizer, betas, adam_eps)
     w = {k: v.detach() for k, v in w.items()}
     return (w, losses.detach()) if return_losses else w
 
 
 # ----------------------------------------------------------------------------- the outer update
 
-def _stack_adapted(phi: Params, adapted: Params | Sequence[Params]) -> Params:
-    """W~ as tensors with a leading task dimension: ``{name: (n, *shape)}``."""
+def _stack_adapted(theta: Params, adapted: Params | Sequence[Params]) -> Params:
+    """theta' as tensors with a leading task dimension: ``{name: (B, *shape)}``."""
     if isinstance(adapted, dict):
         out = {}
-        for k, p in phi.items():
+        for k, p in theta.items():
             if k not in adapted:
-                raise ValueError(f"adapted weights lack {k!r}; they must have phi's names {list(phi)}.")
+                raise ValueError(f"adapted weights lack {k!r}; they must have theta's names {list(theta)}.")
             a = adapted[k]
             if a.shape == p.shape:
                 out[k] = a.unsqueeze(0)
             elif a.dim() == p.dim() + 1 and a.shape[1:] == p.shape:
                 out[k] = a
             else:
-                raise ValueError(f"adapted[{k!r}] has shape {tuple(a.shape)}; expected phi's "
-                                 f"{tuple(p.shape)} (one task) or (n, *{tuple(p.shape)}) (n tasks).")
+                raise ValueError(f"adapted[{k!r}] has shape {tuple(a.shape)}; expected theta's "
+                                 f"{tuple(p.shape)} (one task) or (B, *{tuple(p.shape)}) (B tasks).")
         if len({v.shape[0] for v in out.values()}) != 1:
             raise ValueError("adapted weights hold different numbers of tasks for different names.")
         return out
@@ -132,75 +144,78 @@ def _stack_adapted(phi: Params, adapted: Params | Sequence[Params]) -> Params:
         raise ValueError("adapted must be a dict of weights (one task, or stacked tasks) or a "
                          "non-empty list of such dicts, one per task.")
     for i, a in enumerate(adapted):
-        if not isinstance(a, dict) or set(a) != set(phi):
-            raise ValueError(f"adapted[{i}] must be a dict with phi's names {list(phi)}.")
-        for k in phi:
-            if a[k].shape != phi[k].shape:
-                raise ValueError(f"adapted[{i}][{k!r}] has shape {tuple(a[k].shape)}, phi's is "
-                                 f"{tuple(phi[k].shape)}.")
-    return {k: torch.stack([a[k] for a in adapted]) for k in phi}
+        if not isinstance(a, dict) or set(a) != set(theta):
+            raise ValueError(f"adapted[{i}] must be a dict with theta's names {list(theta)}.")
+        for k in theta:
+            if a[k].shape != theta[k].shape:
+                raise ValueError(f"adapted[{i}][{k!r}] has shape {tuple(a[k].shape)}, theta's is "
+                                 f"{tuple(theta[k].shape)}.")
+    return {k: torch.stack([a[k] for a in adapted]) for k in theta}
 
 
-def pseudo_gradient(phi: Params, adapted: Params | Sequence[Params]) -> Params:
-    """g = 1/n sum_i (phi - W~_i): the Reptile update is phi - eps * g.
+def pseudo_gradient(theta: Params, adapted: Params | Sequence[Params]) -> Params:
+    """g = 1/B sum_i (theta - theta'_i): the Reptile update is theta - epsilon * g.
 
-    ``adapted``: one task's W~ (a dict like phi), stacked tasks ``{name: (n, *shape)}``, or a list
-    of dicts. Hand g to any optimiser as ``.grad`` (the paper's Adam variant).
+    ``adapted``: one task's theta' (a dict like theta), stacked tasks ``{name: (B, *shape)}``, or a
+    list of dicts. Hand g to any optimiser as ``.grad`` (the paper's Adam variant).
     """
-    stacked = _stack_adapted(phi, adapted)
-    return {k: (phi[k].detach() - stacked[k].to(phi[k].dtype)).mean(0) for k in phi}
+    stacked = _stack_adapted(theta, adapted)
+    return {k: (theta[k].detach() - stacked[k].to(theta[k].dtype)).mean(0) for k in theta}
 
 
-def reptile_update(phi: Params, adapted: Params | Sequence[Params], epsilon: float) -> Params:
-    """phi + eps * 1/n sum_i (W~_i - phi), as a new dict (serial: n = 1). ``phi`` is not modified."""
+def reptile_update(theta: Params, adapted: Params | Sequence[Params], epsilon: float) -> Params:
+    """theta + epsilon * 1/B sum_i (theta'_i - theta), as a new dict (serial: B = 1); ``theta`` is not
+    modified (exercise 5.1's signature)."""
     _check_epsilon(epsilon)
-    g = pseudo_gradient(phi, adapted)
-    return {k: phi[k].detach() - epsilon * g[k] for k in phi}
+    g = pseudo_gradient(theta, adapted)
+    return {k: theta[k].detach() - epsilon * g[k] for k in theta}
 
 
-def reptile_direction(phi: Params, adapted: Params, lr: float) -> Params:
-    """(phi - W~) / lr: for SGD this is the sum of the k inner gradients, g_1 + ... + g_k."""
-    _check_lr("lr", lr)
-    return {k: v / lr for k, v in pseudo_gradient(phi, adapted).items()}
+def reptile_direction(theta: Params, adapted: Params, alpha: float) -> Params:
+    """(theta - theta') / alpha: for SGD this is the sum of the T inner gradients, g_1 + ... + g_T."""
+    _check_lr("alpha", alpha)
+    return {k: v / alpha for k, v in pseudo_gradient(theta, adapted).items()}
 
 
-def fomaml_direction(model: nn.Module, phi: Params, x_s: Tensor, y_s: Tensor, x_q: Tensor,
-                     y_q: Tensor, steps: int, lr: float, loss: str | LossFn = "mse",
+def fomaml_direction(model: nn.Module, theta: Params, x_s: Tensor, y_s: Tensor, x_q: Tensor,
+                     y_q: Tensor, alpha: float, steps: int, loss_fn: str | LossFn = "mse",
                      optimizer: str = "sgd") -> Params:
-    """First-order MAML's direction: grad L_Q at W~ = U^k(phi) adapted on the support set."""
-    w = inner_loop(model, phi, x_s, y_s, steps, lr, loss, optimizer)
-    _check_task(phi, x_q, y_q, "x_q", "y_q")
-    loss_fn = resolve_loss(loss)
+    """First-order MAML's direction: grad L_Q at theta' = U(theta) adapted on the support set
+    (exercise 5.3's signature, plus the inner optimiser)."""
+    w = inner_loop(model, theta, x_s, y_s, alpha, steps, loss_fn, optimizer)
+    _check_task(theta, x_q, y_q, "x_q", "y_q")
+    loss = resolve_loss(loss_fn)
     with torch.no_grad():
-        g, _ = grad_and_value(lambda p: loss_fn(forward(model, p, x_q), y_q))(w)
+        g, _ = grad_and_value(lambda p: loss(forward(model, p, x_q), y_q))(w)
     return {k: v.detach() for k, v in g.items()}
 
 
-def task_directions(model: nn.Module, phi: Params, x_s: Tensor, y_s: Tensor, x_q: Tensor, y_q: Tensor,
-                    steps: int, lr: float, loss: str | LossFn = "mse", batch_size: int | None = None,
+def task_directions(model: nn.Module, theta: Params, x_s: Tensor, y_s: Tensor, x_q: Tensor, y_q: Tensor,
+                    alpha: float, steps: int, loss_fn: str | LossFn = "mse", batch_size: int | None = None,
                     generator: torch.Generator | None = None, strategy: str = "auto"
                     ) -> tuple[Params, Params]:
     """Reptile's and first-order MAML's directions for a meta-batch, from the *same* inner loops.
 
-    Each task i runs ``steps`` SGD steps on its support set (``x_s (B, n, ...)``), giving W~_i;
-    then Reptile's direction is (phi - W~_i) / lr and FOMAML's is grad L_{Q_i}(W~_i). Returns both,
-    each averaged over the tasks ``{name: tensor}``: feed either to an optimiser as ``.grad``.
+    Each task i runs ``steps`` SGD steps on its support set (``x_s (B, n, ...)``), giving theta'_i;
+    then Reptile's direction is (theta - theta'_i) / alpha and FOMAML's is grad L_{Q_i}(theta'_i).
+    Returns both, each averaged over the tasks ``{name: tensor}``: feed either to an optimiser as
+    ``.grad``.
     """
     check_model(model)
     _check_int("steps", steps, 1)
-    _check_lr("lr", lr)
-    _check_meta_batch(phi, x_s, y_s)
-    _check_meta_batch(phi, x_q, y_q)
+    _check_lr("alpha", alpha)
+    _check_meta_batch(theta, x_s, y_s)
+    _check_meta_batch(theta, x_q, y_q)
     if x_s.shape[0] != x_q.shape[0]:
         raise ValueError(f"support and query hold different numbers of tasks: {x_s.shape[0]} vs {x_q.shape[0]}.")
-    loss_fn, phi = resolve_loss(loss), {k: v.detach() for k, v in phi.items()}
+    loss, theta = resolve_loss(loss_fn), {k: v.detach() for k, v in theta.items()}
     idx = torch.stack([minibatch_schedule(x_s.shape[1], steps, batch_size, generator)
                        for _ in range(x_s.shape[0])]).to(x_s.device)
 
     def one(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, ii: Tensor) -> tuple[Params, Params]:
-        w, _ = _inner(model, phi, xs, ys, ii, lr, loss_fn, "sgd", (0.0, 0.999), 1e-8)
-        g, _ = grad_and_value(lambda p: loss_fn(forward(model, p, xq), yq))(w)
-        return {k: (phi[k] - w[k]) / lr for k in phi}, g
+        w, _ = _inner(model, theta, xs, ys, ii, alpha, loss, "sgd", (0.0, 0.999), 1e-8)
+        g, _ = grad_and_value(lambda p: loss(forward(model, p, xq), yq))(w)
+        return {k: (theta[k] - w[k]) / alpha for k in theta}, g
 
     strategy = choose_strategy(model, x_s.device) if strategy == "auto" else strategy
     with torch.no_grad():
@@ -208,13 +223,13 @@ def task_directions(model: nn.Module, phi: Params, x_s: Tensor, y_s: Tensor, x_q
             rep, fo = vmap(one)(x_s, y_s, x_q, y_q, idx)
         else:
             outs = [one(x_s[i], y_s[i], x_q[i], y_q[i], idx[i]) for i in range(x_s.shape[0])]
-            rep = {k: torch.stack([o[0][k] for o in outs]) for k in phi}
-            fo = {k: torch.stack([o[1][k] for o in outs]) for k in phi}
+            rep = {k: torch.stack([o[0][k] for o in outs]) for k in theta}
+            fo = {k: torch.stack([o[1][k] for o in outs]) for k in theta}
     return {k: v.mean(0) for k, v in rep.items()}, {k: v.mean(0) for k, v in fo.items()}
 
 
 def linear_epsilon(i: int, n: int, start: float, final: float = 0.0) -> float:
-    """The paper's schedule: eps decays linearly from ``start`` (i = 0) to ``final`` (i = n)."""
+    """The paper's schedule: epsilon decays linearly from ``start`` (i = 0) to ``final`` (i = n)."""
     frac = min(max(i / max(n, 1), 0.0), 1.0)
     return start + (final - start) * frac
 
@@ -225,11 +240,12 @@ class Reptile:
     """Reptile on one model: batched meta-updates, test-time adaptation and prediction.
 
     Args:
-        model: the network; its parameters are phi (updated in place by :meth:`meta_step`).
-        inner_lr: alpha, the inner optimiser's learning rate.
-        inner_steps: k, inner steps per task in meta-training.
-        epsilon: the outer step size eps (a float; see :func:`linear_epsilon` for the schedule).
-        optimizer: ``"sgd"`` or ``"adam"`` (inner loop; Adam with betas (0, 0.999) as the paper).
+        model: the network; its parameters are theta (updated in place by :meth:`meta_step`).
+        inner_lr: alpha, the inner optimiser's step size.
+        inner_steps: T, inner steps per task in meta-training.
+        epsilon: the outer step size (a float; see :func:`linear_epsilon` for the schedule).
+        optimizer: ``"sgd"`` or ``"adam"`` (inner loop; Adam with betas (0, 0.999) as the paper, but
+            started afresh for every task, unlike the paper's code: see the module docstring).
         inner_batch_size: examples per inner step (None: all of the task's data).
         test_steps, test_batch_size: the same at test time (default: training's values).
         loss: ``"mse"``, ``"cross_entropy"`` or ``(pred, y) -> scalar``.
@@ -261,14 +277,14 @@ class Reptile:
         self.generator = torch.Generator().manual_seed(seed)
 
     @property
-    def phi(self) -> Params:
+    def theta(self) -> Params:
         return {k: v.detach() for k, v in meta_parameters(self.model).items()}
 
     def adapt_batch(self, x: Tensor, y: Tensor) -> tuple[Params, Tensor]:
-        """W~_i for a meta-batch ``x (B, n, ...)``, ``y (B, n, ...)``: stacked ``{name: (B, ...)}``,
-        and each task's inner-step losses ``(B, k)``."""
-        phi = self.phi
-        _check_meta_batch(phi, x, y)
+        """theta'_i for a meta-batch ``x (B, n, ...)``, ``y (B, n, ...)``: stacked ``{name: (B, ...)}``,
+        and each task's inner-step losses ``(B, T)``."""
+        theta = self.theta
+        _check_meta_batch(theta, x, y)
         b, n = x.shape[0], x.shape[1]
         idx = torch.stack([minibatch_schedule(n, self.inner_steps, self.inner_batch_size, self.generator)
                            for _ in range(b)]).to(x.device)
@@ -276,10 +292,10 @@ class Reptile:
         strategy = choose_strategy(self.model, x.device) if self.strategy == "auto" else self.strategy
         with torch.no_grad():
             if strategy == "vmap":
-                w, losses = vmap(lambda xi, yi, ii: _inner(self.model, phi, xi, yi, ii, *args))(x, y, idx)
+                w, losses = vmap(lambda xi, yi, ii: _inner(self.model, theta, xi, yi, ii, *args))(x, y, idx)
             else:
-                outs = [_inner(self.model, phi, x[i], y[i], idx[i], *args) for i in range(b)]
-                w = {k: torch.stack([o[0][k] for o in outs]) for k in phi}
+                outs = [_inner(self.model, theta, x[i], y[i], idx[i], *args) for i in range(b)]
+                w = {k: torch.stack([o[0][k] for o in outs]) for k in theta}
                 losses = torch.stack([o[1] for o in outs])
         return w, losses
 
@@ -289,23 +305,23 @@ class Reptile:
         Returns the mean minibatch loss at the first and at the last inner step.
         """
         w, losses = self.adapt_batch(x, y)
-        new = reptile_update(self.phi, w, self.epsilon if epsilon is None else epsilon)
+        new = reptile_update(self.theta, w, self.epsilon if epsilon is None else epsilon)
         with torch.no_grad():
             for k, p in self.model.named_parameters():
                 p.copy_(new[k])
         return {"loss": losses[:, 0].mean().item(), "loss_last": losses[:, -1].mean().item()}
 
     def adapt(self, x: Tensor, y: Tensor, steps: int | None = None) -> Params:
-        """Test-time adaptation of one task from phi (``test_steps`` steps by default)."""
+        """Test-time adaptation of one task from theta (``test_steps`` steps by default)."""
         steps = self.test_steps if steps is None else steps
-        return inner_loop(self.model, self.phi, x, y, steps, self.inner_lr, self.loss_fn, self.optimizer,
+        return inner_loop(self.model, self.theta, x, y, self.inner_lr, steps, self.loss_fn, self.optimizer,
                           self.test_batch_size, self.generator)
 
     def predict(self, x: Tensor, params: Params | None = None) -> Tensor:
-        """f(x) with phi (or adapted ``params``), no gradients. With batch-statistics BatchNorm the
+        """f(x) with theta (or adapted ``params``), no gradients. With batch-statistics BatchNorm the
         whole ``x`` is normalised together (transductive)."""
         with torch.no_grad():
-            return forward(self.model, params or self.phi, x)
+            return forward(self.model, params or self.theta, x)
 
     def classify(self, episode) -> Tensor:
         """Query logits of one :class:`~course_utils.episodes.Episode` (for ``evaluation.evaluate``)."""
@@ -329,7 +345,7 @@ def _check_lr(name: str, lr: float) -> None:
 def _check_epsilon(epsilon: float) -> None:
     if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 <= epsilon <= 1:
         raise ValueError(f"epsilon (the outer step size) must be a number in [0, 1], got {epsilon!r}: "
-                         "phi moves the fraction epsilon of the way towards the adapted weights.")
+                         "theta moves the fraction epsilon of the way towards the adapted weights.")
 
 
 def _check_optimizer(optimizer: str, betas: tuple[float, float]) -> None:
@@ -339,24 +355,24 @@ def _check_optimizer(optimizer: str, betas: tuple[float, float]) -> None:
         raise ValueError(f"Adam's betas must lie in [0, 1), got {betas!r}.")
 
 
-def _check_task(phi: Params, x: Tensor, y: Tensor, xn: str = "x", yn: str = "y") -> None:
-    if not isinstance(phi, dict) or not phi:
-        raise ValueError("phi must be a non-empty dict {name: tensor}, e.g. dict(model.named_parameters()).")
+def _check_task(theta: Params, x: Tensor, y: Tensor, xn: str = "x", yn: str = "y") -> None:
+    if not isinstance(theta, dict) or not theta:
+        raise ValueError("theta must be a non-empty dict {name: tensor}, e.g. dict(model.named_parameters()).")
     for n, t in ((xn, x), (yn, y)):
         if not isinstance(t, Tensor):
             raise ValueError(f"{n} must be a tensor, got {type(t).__name__}.")
     if x.dim() < 1 or y.dim() < 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise ValueError(f"{xn} {tuple(x.shape)} and {yn} {tuple(y.shape)} must hold the same, non-zero "
                          "number of examples along dim 0 (one task; a meta-batch goes to Reptile.meta_step).")
-    p = next(iter(phi.values()))
+    p = next(iter(theta.values()))
     for n, t in ((xn, x), (yn, y)):
         if t.device != p.device:
-            raise ValueError(f"{n} is on {t.device} but phi is on {p.device}; move it with .to(device).")
+            raise ValueError(f"{n} is on {t.device} but theta is on {p.device}; move it with .to(device).")
     if x.is_floating_point() and x.dtype != p.dtype:
-        raise ValueError(f"{xn} is {x.dtype} but phi is {p.dtype}; convert one (e.g. x.to({p.dtype})).")
+        raise ValueError(f"{xn} is {x.dtype} but theta is {p.dtype}; convert one (e.g. x.to({p.dtype})).")
 
 
-def _check_meta_batch(phi: Params, x: Tensor, y: Tensor) -> None:
+def _check_meta_batch(theta: Params, x: Tensor, y: Tensor) -> None:
     for n, t in (("x", x), ("y", y)):
         if not isinstance(t, Tensor) or t.dim() < 2:
             shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
@@ -364,4 +380,4 @@ def _check_meta_batch(phi: Params, x: Tensor, y: Tensor) -> None:
                              "add the task dimension with .unsqueeze(0).")
     if x.shape[:2] != y.shape[:2]:
         raise ValueError(f"x {tuple(x.shape)} and y {tuple(y.shape)} must agree on (B, n).")
-    _check_task(phi, x[0], y[0])
+    _check_task(theta, x[0], y[0])

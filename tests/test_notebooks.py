@@ -40,6 +40,7 @@ WRONG = {
                       "Reptile's direction theta - theta'"),
     "04_meta_lstm.ipynb": ("return torch.stack(losses).mean()", "return torch.stack(losses).sum()",
                            "task losses are summed (mean vs sum)"),
+    "05_reptile.ipynb": ("    for _ in range(steps):\n", "    for _ in range(steps - 1):\n", "one step too few"),
     "06_leo.ipynb": ("(z_adapted.detach() - z_init)", "(z_adapted - z_init)", "stop-gradient is missing"),
 }
 

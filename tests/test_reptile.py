@@ -12,8 +12,6 @@ from conftest import cuda
 D = torch.float64
 
 
-
-
 def mlp_tasks(b=4, n=6, seed=0, hidden=8):
     torch.manual_seed(seed)
     model = nets.sine_mlp(hidden=hidden).to(D)
@@ -33,31 +31,31 @@ def task_loss(model, params, x, y):
     return F.mse_loss(maml.forward(model, params, x), y)
 
 
-# ----------------------------------------------------------------------------- Reptile = joint training at k = 1
+# ----------------------------------------------------------------------------- Reptile = joint training at T = 1
 
 @pytest.mark.parametrize("strategy", ["vmap", "loop"])
 def test_one_sgd_step_reptile_is_joint_training_on_the_sum_of_losses(strategy):
     model, x, y = mlp_tasks(b=4)
-    phi = snapshot(model)
+    theta = snapshot(model)
     alpha, eps, n = 0.05, 0.5, x.shape[0]
     reptile.Reptile(model, alpha, inner_steps=1, epsilon=eps, strategy=strategy).meta_step(x, y)
-    leaves = {k: v.clone().requires_grad_() for k, v in phi.items()}
-    total = sum(task_loss(model, leaves, x[i], y[i]) for i in range(n))  # sum_i L_i(phi)
+    leaves = {k: v.clone().requires_grad_() for k, v in theta.items()}
+    total = sum(task_loss(model, leaves, x[i], y[i]) for i in range(n))  # sum_i L_i(theta)
     grads = dict(zip(leaves, torch.autograd.grad(total, list(leaves.values()))))
-    joint = {k: phi[k] - eps * alpha / n * grads[k] for k in phi}       # step eps * alpha / n
+    joint = {k: theta[k] - eps * alpha / n * grads[k] for k in theta}       # step eps * alpha / n
     assert max_diff(snapshot(model), joint) < 1e-12
-    assert max_diff(snapshot(model), phi) > 1e-4  # it did move
+    assert max_diff(snapshot(model), theta) > 1e-4  # it did move
 
 
 def test_k_greater_than_one_is_not_joint_training():
     model, x, y = mlp_tasks(b=3)
-    phi = snapshot(model)
+    theta = snapshot(model)
     alpha, eps, k = 0.1, 1.0, 4
     reptile.Reptile(model, alpha, inner_steps=k, epsilon=eps).meta_step(x, y)
-    leaves = {kk: v.clone().requires_grad_() for kk, v in phi.items()}
+    leaves = {kk: v.clone().requires_grad_() for kk, v in theta.items()}
     total = sum(task_loss(model, leaves, x[i], y[i]) for i in range(3))
     grads = dict(zip(leaves, torch.autograd.grad(total, list(leaves.values()))))
-    joint = {kk: phi[kk] - eps * alpha * k / 3 * grads[kk] for kk in phi}
+    joint = {kk: theta[kk] - eps * alpha * k / 3 * grads[kk] for kk in theta}
     assert max_diff(snapshot(model), joint) > 1e-4  # the higher-order terms of section 5
 
 
@@ -66,12 +64,12 @@ def test_k_greater_than_one_is_not_joint_training():
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_serial_and_batched_agree_for_batch_size_one(optimizer):
     model, x, y = mlp_tasks(b=1, n=8)
-    phi = snapshot(model)
+    theta = snapshot(model)
     lr, k, eps = (0.05 if optimizer == "sgd" else 0.01), 3, 0.3
-    w = reptile.inner_loop(model, phi, x[0], y[0], k, lr, optimizer=optimizer, batch_size=4,
+    w = reptile.inner_loop(model, theta, x[0], y[0], lr, k, optimizer=optimizer, batch_size=4,
                            generator=torch.Generator().manual_seed(7))
-    serial = reptile.reptile_update(phi, w, eps)                      # phi + eps (W~ - phi)
-    assert max_diff(serial, {kk: phi[kk] + eps * (w[kk] - phi[kk]) for kk in phi}) < 1e-14
+    serial = reptile.reptile_update(theta, w, eps)                      # theta + eps (theta' - theta)
+    assert max_diff(serial, {kk: theta[kk] + eps * (w[kk] - theta[kk]) for kk in theta}) < 1e-14
     learner = reptile.Reptile(model, lr, k, eps, optimizer=optimizer, inner_batch_size=4, seed=7)
     learner.meta_step(x, y)                                          # batched, B = 1
     assert max_diff(snapshot(model), serial) < 1e-12
@@ -79,13 +77,13 @@ def test_serial_and_batched_agree_for_batch_size_one(optimizer):
 
 def test_batched_update_is_the_mean_of_the_serial_displacements():
     model, x, y = mlp_tasks(b=3)
-    phi = snapshot(model)
-    ws = [reptile.inner_loop(model, phi, x[i], y[i], 2, 0.05) for i in range(3)]
-    new = reptile.reptile_update(phi, ws, 0.4)
-    want = {k: phi[k] + 0.4 * sum(w[k] - phi[k] for w in ws) / 3 for k in phi}
+    theta = snapshot(model)
+    ws = [reptile.inner_loop(model, theta, x[i], y[i], 0.05, 2) for i in range(3)]
+    new = reptile.reptile_update(theta, ws, 0.4)
+    want = {k: theta[k] + 0.4 * sum(w[k] - theta[k] for w in ws) / 3 for k in theta}
     assert max_diff(new, want) < 1e-14
-    stacked = {k: torch.stack([w[k] for w in ws]) for k in phi}
-    assert max_diff(reptile.reptile_update(phi, stacked, 0.4), want) < 1e-14
+    stacked = {k: torch.stack([w[k] for w in ws]) for k in theta}
+    assert max_diff(reptile.reptile_update(theta, stacked, 0.4), want) < 1e-14
     reptile.Reptile(model, 0.05, 2, 0.4).meta_step(x, y)
     assert max_diff(snapshot(model), want) < 1e-12
 
@@ -93,10 +91,10 @@ def test_batched_update_is_the_mean_of_the_serial_displacements():
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_vmap_and_loop_strategies_agree(optimizer):
     model, x, y = mlp_tasks(b=3, n=10)
-    phi = snapshot(model)
+    theta = snapshot(model)
     outs = {}
     for strategy in ("vmap", "loop"):
-        model.load_state_dict(phi, strict=False)
+        model.load_state_dict(theta, strict=False)
         r = reptile.Reptile(model, 0.02, 4, 0.5, optimizer=optimizer, inner_batch_size=3, strategy=strategy)
         r.meta_step(x, y)
         outs[strategy] = snapshot(model)
@@ -108,10 +106,10 @@ def test_vmap_and_loop_strategies_agree(optimizer):
 def test_inner_loop_matches_plain_sgd_steps_on_its_minibatches_and_leaves_phi_alone():
     model, x, y = mlp_tasks(b=1, n=10)
     x, y = x[0], y[0]
-    phi = dict(model.named_parameters())  # the model's own weights
+    theta = dict(model.named_parameters())  # the model's own weights
     before = snapshot(model)
     idx = reptile.minibatch_schedule(10, 5, 4, torch.Generator().manual_seed(3))
-    w = reptile.inner_loop(model, phi, x, y, 5, 0.1, batch_size=4, generator=torch.Generator().manual_seed(3))
+    w = reptile.inner_loop(model, theta, x, y, 0.1, 5, batch_size=4, generator=torch.Generator().manual_seed(3))
     assert max_diff(snapshot(model), before) == 0.0
     ref = nets.sine_mlp(hidden=8).to(D)
     ref.load_state_dict(before, strict=False)
@@ -128,7 +126,7 @@ def test_inner_adam_matches_torch_adam_with_beta1_zero():
     model, x, y = mlp_tasks(b=1, n=8)
     x, y = x[0], y[0]
     before = snapshot(model)
-    w = reptile.inner_loop(model, before, x, y, 6, 0.01, optimizer="adam")
+    w = reptile.inner_loop(model, before, x, y, 0.01, 6, optimizer="adam")
     ref = nets.sine_mlp(hidden=8).to(D)
     ref.load_state_dict(before, strict=False)
     opt = torch.optim.Adam(ref.parameters(), lr=0.01, betas=(0.0, 0.999), eps=1e-8)
@@ -143,12 +141,12 @@ def test_inner_adam_matches_torch_adam_with_beta1_zero():
 def test_inner_loop_lowers_the_task_loss(optimizer, lr):
     model, x, y = mlp_tasks(b=1, n=20, hidden=16)
     x, y = x[0], y[0]
-    phi = snapshot(model)
-    w, losses = reptile.inner_loop(model, phi, x, y, 30, lr, optimizer=optimizer, return_losses=True)
+    theta = snapshot(model)
+    w, losses = reptile.inner_loop(model, theta, x, y, lr, 30, optimizer=optimizer, return_losses=True)
     assert losses.shape == (30,)
     with torch.no_grad():
-        assert task_loss(model, w, x, y) < 0.7 * task_loss(model, phi, x, y)
-    assert reptile.inner_loop(model, phi, x, y, 0, lr)["0.weight"].equal(phi["0.weight"])
+        assert task_loss(model, w, x, y) < 0.7 * task_loss(model, theta, x, y)
+    assert reptile.inner_loop(model, theta, x, y, lr, 0)["0.weight"].equal(theta["0.weight"])
 
 
 def test_minibatch_schedule_walks_through_permutations():
@@ -165,10 +163,10 @@ def test_minibatch_schedule_walks_through_permutations():
 def test_reptile_direction_is_the_sum_of_the_inner_gradients():
     model, x, y = mlp_tasks(b=1, n=8)
     x, y = x[0], y[0]
-    phi, alpha = snapshot(model), 0.05
-    w = reptile.inner_loop(model, phi, x, y, 3, alpha)
-    d = reptile.reptile_direction(phi, w, alpha)
-    p, total = dict(phi), {k: torch.zeros_like(v) for k, v in phi.items()}
+    theta, alpha = snapshot(model), 0.05
+    w = reptile.inner_loop(model, theta, x, y, alpha, 3)
+    d = reptile.reptile_direction(theta, w, alpha)
+    p, total = dict(theta), {k: torch.zeros_like(v) for k, v in theta.items()}
     for _ in range(3):
         g = maml._support_grads(model, p, x, y, F.mse_loss, first_order=True, use_autograd=False)
         total = {k: total[k] + g[k] for k in p}
@@ -179,8 +177,8 @@ def test_reptile_direction_is_the_sum_of_the_inner_gradients():
 def test_fomaml_direction_matches_maml_first_order():
     model, x, y = mlp_tasks(b=1, n=12)
     xs, ys, xq, yq = x[0, :5], y[0, :5], x[0, 5:], y[0, 5:]
-    phi = snapshot(model)
-    d = reptile.fomaml_direction(model, phi, xs, ys, xq, yq, steps=3, lr=0.05)
+    theta = snapshot(model)
+    d = reptile.fomaml_direction(model, theta, xs, ys, xq, yq, alpha=0.05, steps=3)
     _, g = maml.meta_gradient(model, xs[None], ys[None], xq[None], yq[None], alpha=0.05, steps=3,
                               first_order=True)
     assert max_diff(d, g) < 1e-12
@@ -190,13 +188,13 @@ def test_fomaml_direction_matches_maml_first_order():
 def test_task_directions_average_the_per_task_directions_of_one_inner_trajectory(strategy):
     model, x, y = mlp_tasks(b=3, n=12)
     xs, ys, xq, yq = x[:, :8], y[:, :8], x[:, 8:], y[:, 8:]
-    phi = snapshot(model)
-    rep, fo = reptile.task_directions(model, phi, xs, ys, xq, yq, steps=3, lr=0.05, strategy=strategy)
-    want_fo = [reptile.fomaml_direction(model, phi, xs[i], ys[i], xq[i], yq[i], 3, 0.05) for i in range(3)]
-    want_rep = [reptile.reptile_direction(phi, reptile.inner_loop(model, phi, xs[i], ys[i], 3, 0.05), 0.05)
+    theta = snapshot(model)
+    rep, fo = reptile.task_directions(model, theta, xs, ys, xq, yq, alpha=0.05, steps=3, strategy=strategy)
+    want_fo = [reptile.fomaml_direction(model, theta, xs[i], ys[i], xq[i], yq[i], 0.05, 3) for i in range(3)]
+    want_rep = [reptile.reptile_direction(theta, reptile.inner_loop(model, theta, xs[i], ys[i], 0.05, 3), 0.05)
                 for i in range(3)]
-    assert max_diff(fo, {k: sum(w[k] for w in want_fo) / 3 for k in phi}) < 1e-12
-    assert max_diff(rep, {k: sum(w[k] for w in want_rep) / 3 for k in phi}) < 1e-10
+    assert max_diff(fo, {k: sum(w[k] for w in want_fo) / 3 for k in theta}) < 1e-12
+    assert max_diff(rep, {k: sum(w[k] for w in want_rep) / 3 for k in theta}) < 1e-10
 
 
 def test_linear_epsilon():
@@ -236,40 +234,40 @@ def test_classify_adapts_on_the_support_and_labels_the_queries():
     ep = Episode(torch.rand(6, 1, 16, 16, generator=g), torch.arange(3).repeat_interleave(2),
                  torch.rand(9, 1, 16, 16, generator=g), torch.arange(3).repeat_interleave(3), 3, 2, 3)
     r = reptile.Reptile(model, 0.1, 2, loss="cross_entropy", test_steps=3)
-    phi = snapshot(model)
+    theta = snapshot(model)
     assert r.classify(ep).shape == (9, 3)
-    assert max_diff(snapshot(model), phi) == 0.0
+    assert max_diff(snapshot(model), theta) == 0.0
     x = torch.cat([ep.support_x, ep.query_x])[None]
     y = torch.cat([ep.support_y, ep.query_y])[None]
     r.meta_step(x, y)
-    assert max_diff(snapshot(model), phi) > 0
+    assert max_diff(snapshot(model), theta) > 0
 
 
 # ----------------------------------------------------------------------------- bad inputs
 
 def test_bad_inputs_raise_clear_value_errors():
     model, x, y = mlp_tasks(b=2)
-    phi = snapshot(model)
+    theta = snapshot(model)
     with pytest.raises(ValueError, match="steps"):
-        reptile.inner_loop(model, phi, x[0], y[0], -1, 0.1)
+        reptile.inner_loop(model, theta, x[0], y[0], 0.1, -1)
     with pytest.raises(ValueError, match="learning rate"):
-        reptile.inner_loop(model, phi, x[0], y[0], 2, 0.0)
+        reptile.inner_loop(model, theta, x[0], y[0], 0.0, 2)
     with pytest.raises(ValueError, match="optimizer"):
-        reptile.inner_loop(model, phi, x[0], y[0], 2, 0.1, optimizer="rmsprop")
+        reptile.inner_loop(model, theta, x[0], y[0], 0.1, 2, optimizer="rmsprop")
     with pytest.raises(ValueError, match="same, non-zero"):
-        reptile.inner_loop(model, phi, x[0], y[0, :3], 2, 0.1)
+        reptile.inner_loop(model, theta, x[0], y[0, :3], 0.1, 2)
     with pytest.raises(ValueError, match="float64"):
-        reptile.inner_loop(model, phi, x[0].float(), y[0], 2, 0.1)
+        reptile.inner_loop(model, theta, x[0].float(), y[0], 0.1, 2)
     with pytest.raises(ValueError, match="batch_size"):
-        reptile.inner_loop(model, phi, x[0], y[0], 2, 0.1, batch_size=0)
+        reptile.inner_loop(model, theta, x[0], y[0], 0.1, 2, batch_size=0)
     with pytest.raises(ValueError, match="epsilon"):
-        reptile.reptile_update(phi, phi, 1.5)
+        reptile.reptile_update(theta, theta, 1.5)
     with pytest.raises(ValueError, match="shape"):
-        reptile.reptile_update(phi, {k: v[..., :1] if v.dim() else v for k, v in phi.items()}, 0.1)
+        reptile.reptile_update(theta, {k: v[..., :1] if v.dim() else v for k, v in theta.items()}, 0.1)
     with pytest.raises(ValueError, match="non-empty list"):
-        reptile.reptile_update(phi, [], 0.1)
+        reptile.reptile_update(theta, [], 0.1)
     with pytest.raises(ValueError, match="lack"):
-        reptile.reptile_update(phi, {"0.weight": phi["0.weight"]}, 0.1)
+        reptile.reptile_update(theta, {"0.weight": theta["0.weight"]}, 0.1)
     with pytest.raises(ValueError, match="meta-batch"):
         reptile.Reptile(model, 0.1, 2).meta_step(x[0, :, 0], y[0, :, 0])
     with pytest.raises(ValueError, match="inner_steps"):
@@ -279,16 +277,38 @@ def test_bad_inputs_raise_clear_value_errors():
     with pytest.raises(ValueError, match="running statistics"):
         reptile.Reptile(nets.conv4_classifier(5, batch_stats_only=False), 0.1, 1)
     with pytest.raises(ValueError, match="MSE will silently broadcast"):
-        reptile.inner_loop(model, phi, x[0], y[0, :, 0], 1, 0.1)
+        reptile.inner_loop(model, theta, x[0], y[0, :, 0], 0.1, 1)
 
 
 @cuda
 def test_runs_on_cuda_and_matches_cpu():
     model, x, y = mlp_tasks(b=3)
-    phi = snapshot(model)
+    theta = snapshot(model)
     reptile.Reptile(model, 0.05, 3, 0.5, inner_batch_size=3, seed=1).meta_step(x, y)
     cpu = snapshot(model)
-    model.load_state_dict(phi, strict=False)
+    model.load_state_dict(theta, strict=False)
     model = model.cuda()
     reptile.Reptile(model, 0.05, 3, 0.5, inner_batch_size=3, seed=1).meta_step(x.cuda(), y.cuda())
     assert max_diff({k: v.cpu() for k, v in snapshot(model).items()}, cpu) < 1e-9
+
+
+# ----------------------------------------------------------------------------- the exercises' signatures
+
+def test_library_signatures_follow_the_exercises_and_agree_with_their_references():
+    import inspect
+    from course_utils.chapter_checks import ch05
+    for lib, ref in ((reptile.reptile_update, ch05.reference_reptile_update),
+                     (reptile.inner_loop, ch05.reference_inner_loop),
+                     (reptile.fomaml_direction, ch05.reference_fomaml_direction)):
+        names = list(inspect.signature(ref).parameters)
+        names = names[:-1] if names[-1] == "inner" else names
+        assert list(inspect.signature(lib).parameters)[:len(names)] == names, lib.__name__
+    model, x, y = mlp_tasks(b=3, n=12)
+    theta = snapshot(model)
+    xs, ys, xq, yq = x[0, :8], y[0, :8], x[0, 8:], y[0, 8:]
+    assert max_diff(reptile.inner_loop(model, theta, xs, ys, 0.05, 3, F.mse_loss),
+                    ch05.reference_inner_loop(model, theta, xs, ys, 0.05, 3, F.mse_loss)) < 1e-12
+    assert max_diff(reptile.fomaml_direction(model, theta, xs, ys, xq, yq, 0.05, 3, F.mse_loss),
+                    ch05.reference_fomaml_direction(model, theta, xs, ys, xq, yq, 0.05, 3, F.mse_loss)) < 1e-12
+    ws = [reptile.inner_loop(model, theta, x[i], y[i], 0.05, 2) for i in range(3)]
+    assert max_diff(reptile.reptile_update(theta, ws, 0.4), ch05.reference_reptile_update(theta, ws, 0.4)) < 1e-14

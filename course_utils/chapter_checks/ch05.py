@@ -1,11 +1,18 @@
 """Checks for chapter 05 (Reptile): the outer update, the inner loop, first-order MAML's direction.
 
-Classic mistakes recognised (each computed, then matched against the student's output): the
-update's sign (moving phi away from W~), summing instead of averaging over the task batch,
-leaving out eps, using one task only, modifying phi in place during the inner loop (phi must
-be unchanged), one inner step when k were asked for, one step too few or too many, every step's
-gradient taken at phi, an adapted W~ that still carries the autograd graph, and support and query
-mixed up in first-order MAML's direction.
+Notation as in the chapter: theta is the initialisation (the paper writes phi), theta'_i the weights
+adapted to task i (``adapted``), T the number of inner steps (``steps``), B the tasks of a meta-batch,
+epsilon the outer step size, alpha the inner step size.
+
+Each probe calls the student's function several times with different values of every argument
+(epsilon, the number of tasks, alpha, steps, loss_fn, theta different from the model's own weights),
+so that ignoring an argument fails, and matches a wrong answer against the chapter's classic mistakes:
+the update's sign, summing instead of averaging, epsilon left out or applied twice, torch.lerp's
+weight swapped, one task only; one inner step, one step too few or too many, every gradient taken at
+the initial point theta, the model's own weights used instead of theta, adaptation not reset between
+tasks, an adapted theta' that keeps the autograd graph; in first-order MAML's direction: support and
+query mixed up, no adaptation, Reptile's direction (theta - theta')/alpha or theta' - theta instead,
+the last inner step's gradient, MAML's second-order gradient, a flipped sign.
 """
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ..checks import Mistake, diagnose, expect, expect_shape, expect_type, run_check
+from ..checks import Mistake, describe, diagnose, expect, expect_device_agnostic, run_check
 
 __all__ = ["EXERCISES", "reptile_update", "inner_loop", "fomaml_direction", "reference_reptile_update",
            "reference_inner_loop", "reference_fomaml_direction"]
@@ -29,16 +36,16 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 
 # ----------------------------------------------------------------------------- references
 
-def reference_reptile_update(phi: Params, adapted: Sequence[Params], epsilon: float) -> Params:
-    """phi + eps * 1/n sum_i (W~_i - phi), a new dict; ``adapted`` is a list of n dicts."""
-    n = len(adapted)
-    return {k: phi[k] + epsilon * sum(w[k] - phi[k] for w in adapted) / n for k in phi}
+def reference_reptile_update(theta: Params, adapted: Sequence[Params], epsilon: float) -> Params:
+    """theta + epsilon * 1/B sum_i (theta'_i - theta), a new dict; ``adapted`` is a list of B dicts."""
+    b = len(adapted)
+    return {k: theta[k] + epsilon * sum(w[k] - theta[k] for w in adapted) / b for k in theta}
 
 
-def reference_inner_loop(model: nn.Module, phi: Params, x: Tensor, y: Tensor, alpha: float, steps: int,
+def reference_inner_loop(model: nn.Module, theta: Params, x: Tensor, y: Tensor, alpha: float, steps: int,
                          loss_fn: LossFn) -> Params:
-    """W~: ``steps`` steps of plain SGD from phi on (x, y); phi is left unchanged."""
-    w = {k: v.detach() for k, v in phi.items()}
+    """theta': ``steps`` steps of plain SGD from theta on (x, y); theta is left unchanged."""
+    w = {k: v.detach() for k, v in theta.items()}
     for _ in range(steps):
         w = {k: v.requires_grad_() for k, v in w.items()}
         loss = loss_fn(functional_call(model, w, (x,)), y)
@@ -47,11 +54,11 @@ def reference_inner_loop(model: nn.Module, phi: Params, x: Tensor, y: Tensor, al
     return w
 
 
-def reference_fomaml_direction(model: nn.Module, phi: Params, x_s: Tensor, y_s: Tensor, x_q: Tensor,
+def reference_fomaml_direction(model: nn.Module, theta: Params, x_s: Tensor, y_s: Tensor, x_q: Tensor,
                                y_q: Tensor, alpha: float, steps: int, loss_fn: LossFn,
                                inner: Callable | None = None) -> Params:
-    """grad L_Q at W~, with W~ from ``steps`` SGD steps on the support set (first-order MAML)."""
-    w = (inner or reference_inner_loop)(model, phi, x_s, y_s, alpha, steps, loss_fn)
+    """grad L_Q at theta', with theta' from ``steps`` SGD steps on the support set (first-order MAML)."""
+    w = (inner or reference_inner_loop)(model, theta, x_s, y_s, alpha, steps, loss_fn)
     w = {k: v.detach().requires_grad_() for k, v in w.items()}
     loss = loss_fn(functional_call(model, w, (x_q,)), y_q)
     return dict(zip(w, torch.autograd.grad(loss, list(w.values()))))
@@ -73,186 +80,339 @@ def _task(k: int = 5, q: int = 7, seed: int = 0) -> tuple[Tensor, Tensor, Tensor
     return x_s, amp * torch.sin(x_s - ph), x_q, amp * torch.sin(x_q - ph)
 
 
+def _huber(pred: Tensor, y: Tensor) -> Tensor:
+    """A loss other than MSE, so that code ignoring ``loss_fn`` gives other numbers."""
+    return F.huber_loss(pred, y, delta=0.5)
+
+
 def _copy(p: Params) -> Params:
     return {k: v.detach().clone() for k, v in p.items()}
+
+
+def _shifted(model: nn.Module, seed: int) -> Params:
+    """theta different from the model's own weights (plain tensors, no gradients)."""
+    g = torch.Generator().manual_seed(seed)
+    return {k: v.detach() + 0.3 * torch.randn(v.shape, generator=g, dtype=v.dtype)
+            for k, v in model.named_parameters()}
 
 
 def _vec(d: Params) -> Tensor:
     return torch.cat([v.detach().reshape(-1).to(D) for v in d.values()])
 
 
-def _expect_params(out, like: Params, what: str) -> None:
-    expect_type(out, dict, what)
-    expect(list(out) == list(like), f"{what} should have phi's names, in order: {list(like)}; got {list(out)}.",
-           "Build it with a dict comprehension over phi (or phi.items()).")
+def _expect_params(out, like: Params, what: str, hint: str = "", grads: bool = False) -> None:
+    """``out`` must be a dict with ``like``'s names, in order, and its tensors' shapes."""
+    if out is None:
+        raise Mistake(f"your function returned None; {what} should be a dict name -> tensor, like theta.",
+                      hint or "End the function with a `return` of the dict you built.")
+    if not isinstance(out, dict):
+        raise Mistake(f"{what} should be a dict name -> tensor with theta's names, but your function "
+                      f"returned {describe(out)}.",
+                      "Build a dict over theta's names: {k: ... for k in theta}" + (
+                          "; torch.autograd.grad returns a tuple, which dict(zip(theta, grads)) turns back "
+                          "into a dict." if grads else "."))
+    expect(list(out) == list(like), f"{what} should have theta's names, in order: {list(like)}; got "
+           f"{list(out)}.", "Build it with a dict comprehension over theta (or theta.items()).")
     for k in like:
-        expect_type(out[k], Tensor, f"{what}[{k!r}]")
-        expect_shape(out[k], tuple(like[k].shape), f"{what}[{k!r}]")
+        v = out[k]
+        if not isinstance(v, Tensor):
+            raise Mistake(f"{what}[{k!r}] should be a tensor, but it is {describe(v)}.")
+        expect(tuple(v.shape) == tuple(like[k].shape), f"{what}[{k!r}] has shape {tuple(v.shape)}, "
+               f"expected theta's {tuple(like[k].shape)}.")
 
 
-def _expect_unchanged(phi: Params, saved: Params, what: str, hint: str) -> None:
-    changed = [k for k in saved if not torch.equal(phi[k].detach(), saved[k])]
-    expect(not changed, f"{what} changed phi in place ({', '.join(repr(k) for k in changed)} differ after "
-           "the call). phi must stay as it was: it is the starting point of every task's inner loop and "
-           "Reptile needs it again for W~ - phi.", hint)
+def _expect_model_unchanged(model: nn.Module, saved: Params, what: str) -> None:
+    changed = [k for k, p in model.named_parameters() if not torch.equal(p.detach(), saved[k])]
+    expect(not changed, f"{what} changed the model's own weights ({', '.join(repr(k) for k in changed)}). "
+           "Here theta is the model's own parameters, as in meta-training: they are the starting point of "
+           "every task's inner loop, and Reptile needs them again for theta' - theta. Stepping an optimiser "
+           "over model.parameters() (or writing into them) spoils theta for every later task.",
+           "Keep theta and the adapted weights apart: start from w = {k: v.detach() ...} and run the net "
+           "with functional_call(model, w, (x,)); build a new dict at every step.")
 
 
 def _call(fn: Callable, *args):
-    """Call the student's function; explain the error autograd raises on in-place updates of phi."""
+    """Call the student's function; explain the error autograd raises on in-place updates of theta."""
     try:
         return fn(*args)
     except RuntimeError as e:
         if "in-place" in str(e) or "inplace" in str(e):
-            raise Mistake("your code updates phi in place (autograd refused: " + str(e).split("\n")[0] + "). "
-                          "Never write into phi: build new tensors, w = {k: v - alpha * g ...}.") from None
+            raise Mistake("your code updates theta in place (autograd refused: " + str(e).split("\n")[0] + "). "
+                          "Never write into theta: build new tensors, w = {k: v - alpha * g ...}.") from None
+        if "does not require grad" in str(e):
+            raise Mistake("your code asks for gradients with respect to tensors that do not require them "
+                          "(autograd: " + str(e).split("\n")[0] + "). theta's tensors need not require "
+                          "gradients (in this call they do not, as in the chapter's own calls).",
+                          "Make your own leaves to differentiate: w = {k: v.detach().requires_grad_() for "
+                          "k, v in theta.items()}, or use torch.func.grad.") from None
         raise
+
+
+def _device_agnostic(fn: Callable, *args, what: str) -> None:
+    """A tensor made without ``device=`` (caught on the ``meta`` device, on any machine)."""
+    expect_device_agnostic(getattr(fn, "__wrapped__", fn), *args, what=what)
 
 
 # ----------------------------------------------------------------------------- 5.1
 
+def _update_mistakes(theta: Params, adapted: Sequence[Params], eps: float) -> dict[str, Tensor]:
+    b = len(adapted)
+    mean_w = {k: sum(w[k] for w in adapted) / b for k in theta}
+    step = {k: mean_w[k] - theta[k] for k in theta}
+    out = {
+        "it moves theta *away* from the adapted weights: the update is theta + epsilon * (theta' - theta), "
+        "a step towards theta'.": {k: theta[k] - eps * step[k] for k in theta},
+        "epsilon is missing: theta jumps all the way to the mean of the adapted weights.": mean_w,
+        "epsilon is applied twice (epsilon^2 * (theta' - theta)): scale the step once, e.g. "
+        "torch.lerp(theta[k], mean, epsilon) alone, or theta[k] + epsilon * (mean - theta[k]).":
+            {k: theta[k] + eps ** 2 * step[k] for k in theta},
+        "epsilon and 1 - epsilon are swapped: torch.lerp(start, end, weight) moves from start towards "
+        "end by the fraction weight, so it is torch.lerp(theta[k], mean, epsilon).":
+            {k: theta[k] + (1 - eps) * step[k] for k in theta},
+        "theta is missing from the difference: the update is theta + epsilon * (theta' - theta), not "
+        "theta + epsilon * theta'.": {k: theta[k] + eps * mean_w[k] for k in theta},
+        "it returns the step epsilon * mean(theta'_i - theta) alone: add it to theta.":
+            {k: eps * step[k] for k in theta},
+    }
+    if b > 1:
+        out.update({
+            "the differences theta'_i - theta are summed over the tasks; the batched update averages them "
+            "(1/B sum_i), so epsilon means the same for any batch size.":
+                {k: theta[k] + eps * b * step[k] for k in theta},
+            "the mean over the tasks is divided by the number of tasks B once more.":
+                {k: theta[k] + eps * step[k] / b for k in theta},
+            "only the last task's theta' is used; average over all the tasks of the batch.":
+                {k: theta[k] + eps * (adapted[-1][k] - theta[k]) for k in theta},
+            "only the first task's theta' is used; average over all the tasks of the batch.":
+                {k: theta[k] + eps * (adapted[0][k] - theta[k]) for k in theta},
+        })
+    return {m: _vec(v) for m, v in out.items()}
+
+
 def _probe_reptile_update(fn: Callable) -> None:
     g = torch.Generator().manual_seed(5)
-    phi = {"w": torch.randn(3, 2, generator=g, dtype=D), "b": torch.randn(3, generator=g, dtype=D)}
-    adapted = [{k: v + 0.5 * torch.randn(v.shape, generator=g, dtype=D) for k, v in phi.items()}
-               for _ in range(3)]
-    eps, saved = 0.3, _copy(phi)
-    out = _call(fn, phi, adapted, eps)
-    _expect_params(out, phi, "the updated phi")
-    _expect_unchanged(phi, saved, "reptile_update", "Return a new dict: {k: phi[k] + ... for k in phi}.")
-    mean_w = {k: sum(w[k] for w in adapted) / 3 for k in phi}
-    want = reference_reptile_update(saved, adapted, eps)
-    diagnose(_vec(out), _vec(want), "the updated phi", {
-        "it moves phi *away* from the adapted weights: the update is phi + eps * (W~ - phi), "
-        "a step towards W~.": _vec({k: saved[k] - eps * (mean_w[k] - saved[k]) for k in phi}),
-        "the differences W~_i - phi are summed over the tasks; the batched update averages them "
-        "(1/n sum_i), so eps means the same for any batch size.":
-            _vec({k: saved[k] + eps * 3 * (mean_w[k] - saved[k]) for k in phi}),
-        "eps is missing: phi jumps all the way to the mean of the adapted weights.": _vec(mean_w),
-        "phi is missing from the difference: the update is phi + eps * (W~ - phi), not phi + eps * W~.":
-            _vec({k: saved[k] + eps * mean_w[k] for k in phi}),
-        "only the last task's W~ is used; average over all the tasks of the batch.":
-            _vec({k: saved[k] + eps * (adapted[-1][k] - saved[k]) for k in phi}),
-        "only the first task's W~ is used; average over all the tasks of the batch.":
-            _vec({k: saved[k] + eps * (adapted[0][k] - saved[k]) for k in phi}),
-    }, atol=1e-12, rtol=1e-10)
-    one = _call(fn, saved, adapted[:1], 0.7)  # the serial version: a batch of one task
-    _expect_params(one, phi, "the updated phi for one task")
-    diagnose(_vec(one), _vec(reference_reptile_update(saved, adapted[:1], 0.7)),
-             "the serial update (a list of one task, eps = 0.7)", atol=1e-12, rtol=1e-10)
+    theta = {"w": torch.randn(3, 2, generator=g, dtype=D), "b": torch.randn(3, generator=g, dtype=D)}
+    adapted = [{k: v + 0.5 * torch.randn(v.shape, generator=g, dtype=D) for k, v in theta.items()}
+               for _ in range(4)]
+    saved = _copy(theta)
+    hint = ("Return the updated theta: a new dict {k: ... for k in theta}, or theta itself after updating "
+            "its tensors in place under torch.no_grad().")
+    results = {}
+    # (tasks, epsilon): a batch of 3, the same batch with another epsilon, a batch of 4, a serial update
+    for n_tasks, eps in ((3, 0.3), (3, 0.6), (4, 0.3), (1, 0.8)):
+        batch = adapted[:n_tasks]
+        out = _call(fn, theta, batch, eps)
+        what = f"the updated theta (B = {n_tasks} task{'s' if n_tasks > 1 else ''}, epsilon = {eps})"
+        _expect_params(out, saved, what, hint)
+        mistakes = {}
+        if (n_tasks, 0.3) in results and eps != 0.3:
+            mistakes[f"epsilon is ignored: the result for epsilon = {eps} is the one for epsilon = 0.3 (is "
+                     "the step size fixed in your code?)."] = _vec(reference_reptile_update(saved, batch, 0.3))
+        mistakes.update(_update_mistakes(saved, batch, eps))
+        if n_tasks == 4:
+            mistakes["only the first 3 tasks are used (is the number of tasks fixed in your code? use "
+                     "len(adapted))."] = _vec(reference_reptile_update(saved, adapted[:3], eps))
+        diagnose(_vec(out), _vec(reference_reptile_update(saved, batch, eps)), what, mistakes,
+                 atol=1e-12, rtol=1e-10)
+        results[(n_tasks, eps)] = out
+    _device_agnostic(fn, saved, adapted[:3], 0.3, what="reptile_update")
 
 
 def reptile_update(student: Callable) -> Callable:
-    """Exercise 5.1: phi <- phi + eps * 1/n sum_i (W~_i - phi)."""
+    """Exercise 5.1: theta <- theta + epsilon * 1/B sum_i (theta'_i - theta).
+
+    theta may be updated in place (as an optimiser's step does) or left alone and a new dict returned.
+    """
     return run_check("5.1", "the Reptile outer update", student, reference_reptile_update,
-                     _probe_reptile_update)
+                     _probe_reptile_update, mutates=("theta", "phi", "params", "weights"))
 
 
 # ----------------------------------------------------------------------------- 5.2
 
-def _inner_variant(model, phi, x, y, alpha, steps, variant: str) -> Tensor:
-    p = _copy(phi)
-    if variant == "one_step":
-        steps = 1
-    if variant == "extra_step":
-        steps += 1
-    if variant == "one_short":
-        steps -= 1
-    if variant == "ascent":
-        alpha = -alpha
-    if variant == "no_alpha":
-        alpha = 1.0
-    if variant == "grad_at_phi":
-        leaves = {k: v.clone().requires_grad_() for k, v in p.items()}
-        g = torch.autograd.grad(F.mse_loss(functional_call(model, leaves, (x,)), y), list(leaves.values()))
-        return _vec({k: p[k] - steps * alpha * gk for k, gk in zip(p, g)})
-    return _vec(reference_inner_loop(model, p, x, y, alpha, steps, F.mse_loss))
+def _inner_variants(model: nn.Module, theta: Params, x: Tensor, y: Tensor, alpha: float, steps: int,
+                    loss_fn: LossFn, model_theta: Params | None) -> dict[str, Tensor]:
+    """The classic wrong inner loops, computed for this call."""
+    def ref(th=theta, a=alpha, t=steps, lf=loss_fn):
+        return _vec(reference_inner_loop(model, _copy(th), x, y, a, t, lf))
+
+    leaves = {k: v.clone().requires_grad_() for k, v in theta.items()}
+    g0 = torch.autograd.grad(loss_fn(functional_call(model, leaves, (x,)), y), list(leaves.values()))
+    out = {
+        f"it is theta' after one step only: the loop must take `steps` steps (T = {steps} here).": ref(t=1),
+        f"it took one step too many (T + 1 = {steps + 1} steps).": ref(t=steps + 1),
+        f"one step too few (T - 1 = {steps - 1} steps here): `for _ in range(steps)` already gives T "
+        "steps.": ref(t=steps - 1),
+        "it moves *up* the gradient: SGD subtracts, w - alpha * grad.": ref(a=-alpha),
+        "alpha is missing: each step is w - alpha * grad.": ref(a=1.0),
+        "every step uses the gradient at the initial point theta: recompute the gradient at the current "
+        "w at each step.": _vec({k: theta[k] - steps * alpha * gk for k, gk in zip(theta, g0)}),
+        "theta' equals theta: no step was taken (return the adapted weights).": _vec(theta),
+    }
+    if loss_fn is not F.mse_loss:
+        out["loss_fn is ignored (this is theta' for F.mse_loss): compute the loss with "
+            "loss_fn(prediction, y), the loss the caller passes."] = ref(lf=F.mse_loss)
+    if model_theta is not None:
+        out["it starts from the model's own weights, not from theta: start from the theta you are given "
+            "(w = {k: v.detach() for k, v in theta.items()}) and run the net with "
+            "functional_call(model, w, (x,))."] = ref(th=model_theta)
+    return out
 
 
 def _probe_inner_loop(fn: Callable) -> None:
     model = _net(1)
-    x, y, _, _ = _task(k=6, seed=2)
-    alpha, steps = 0.1, 3
-    phi = dict(model.named_parameters())  # the model's own weights, as in meta-training
-    saved = _copy(phi)
-    out = _call(fn, model, phi, x, y, alpha, steps, F.mse_loss)
-    _expect_params(out, saved, "W~ (the adapted weights)")
-    _expect_unchanged(phi, saved, "inner_loop",
-                      "Do not step an optimiser over model.parameters() and do not write into phi "
-                      "(p -= ..., p.data, .copy_()): start from w = {k: v.detach() ...} and build a new "
-                      "dict at every step.")
-    want = _vec(reference_inner_loop(model, saved, x, y, alpha, steps, F.mse_loss))
-    v = lambda name: _inner_variant(model, saved, x, y, alpha, steps, name)  # noqa: E731
-    diagnose(_vec(out), want, "W~ after 3 inner steps", {
-        "it is W~ after one step only: the loop must take `steps` steps (k = 3 here).": v("one_step"),
-        "it took one step too many (k + 1).": v("extra_step"),
-        "one step too few (k - 1 = 2 steps here): `for _ in range(steps)` already gives k steps.":
-            v("one_short"),
-        "it moves *up* the gradient: SGD subtracts, w - alpha * grad.": v("ascent"),
-        "alpha is missing: each step is w - alpha * grad.": v("no_alpha"),
-        "every step uses the gradient at phi: recompute the gradient at the current w at each step.":
-            v("grad_at_phi"),
-        "W~ equals phi: no step was taken (return the adapted weights).": _vec(saved),
-    }, atol=1e-10, rtol=1e-8)
-    kept = [k for k, t in out.items() if t.grad_fn is not None]
-    expect(not kept, f"W~ keeps the autograd graph ({', '.join(repr(k) for k in kept)} have a grad_fn): "
-           "detach it. Reptile needs no graph through the inner loop, and keeping one makes memory grow "
-           "with k.", "Build each step's new weights with (v - alpha * g).detach().")
+    own = _copy(dict(model.named_parameters()))
+    tasks = [_task(k=6, seed=s) for s in (2, 3, 4)]
+    # (theta, task, alpha, steps, loss_fn): the model's own parameters (as in meta-training), then a
+    # theta apart from the model's weights, with other alpha, steps and loss, then a next task
+    calls = [("own", 0, 0.1, 3, F.mse_loss), ("shifted", 1, 0.05, 2, _huber), ("shifted", 2, 0.05, 2, _huber)]
+    prev, prev_alpha = None, None
+    for i, (which, t, alpha, steps, loss_fn) in enumerate(calls):
+        x, y, _, _ = tasks[t]
+        theta = dict(model.named_parameters()) if which == "own" else _shifted(model, 10 + i)
+        saved = _copy(theta)
+        out = _call(fn, model, theta, x, y, alpha, steps, loss_fn)
+        _expect_model_unchanged(model, own, "inner_loop")
+        what = (f"theta' after {steps} inner steps (alpha = {alpha}, loss_fn = "
+                f"{'F.mse_loss' if loss_fn is F.mse_loss else 'a Huber loss'}"
+                f"{', theta apart from the model' if which == 'shifted' else ''})")
+        _expect_params(out, saved, what, grads=True)
+        mistakes = {}  # what this call's settings tell apart first, then the classic mistakes
+        if prev is not None:
+            mistakes["adaptation is not reset between tasks: this task's inner loop started from the "
+                      "previous task's theta', not from theta. Every task must start from theta (keep no "
+                      "state between calls)."] = _vec(reference_inner_loop(model, prev, x, y, alpha, steps,
+                                                                           loss_fn))
+        if i == 1:
+            mistakes["the number of steps is ignored (this is theta' after 3 steps, the previous call's "
+                     "number; use `steps`)."] = _vec(reference_inner_loop(model, saved, x, y, alpha, 3, loss_fn))
+            mistakes[f"alpha is ignored (this is theta' with alpha = {prev_alpha}, the previous call's; use "
+                     "`alpha`)."] = _vec(reference_inner_loop(model, saved, x, y, prev_alpha, steps, loss_fn))
+        mistakes.update(_inner_variants(model, saved, x, y, alpha, steps, loss_fn,
+                                        own if which == "shifted" else None))
+        diagnose(_vec(out), _vec(reference_inner_loop(model, saved, x, y, alpha, steps, loss_fn)), what,
+                 mistakes, atol=1e-10, rtol=1e-8)
+        kept = [k for k, v in out.items() if v.grad_fn is not None]
+        expect(not kept, f"theta' keeps the autograd graph ({', '.join(repr(k) for k in kept)} have a "
+               "grad_fn): detach it. Reptile needs no graph through the inner loop, and keeping one makes "
+               "memory grow with T.", "Build each step's new weights with (v - alpha * g).detach().")
+        prev, prev_alpha = {k: v.detach().clone() for k, v in out.items()}, alpha
+    x, y, _, _ = tasks[0]
+    _device_agnostic(fn, model, own, x, y, 0.1, 2, F.mse_loss, what="inner_loop")
 
 
 def inner_loop(student: Callable) -> Callable:
-    """Exercise 5.2: k SGD steps from phi on one task's data, phi unchanged."""
+    """Exercise 5.2: T SGD steps from theta on one task's data, theta unchanged."""
     return run_check("5.2", "the inner loop with several steps", student, reference_inner_loop,
                      _probe_inner_loop)
 
 
 # ----------------------------------------------------------------------------- 5.3
 
-def _fo_variant(model, phi, task, alpha, steps, variant: str) -> Tensor:
+def _maml_gradient(model, theta, x_s, y_s, x_q, y_q, alpha, steps, loss_fn) -> Params:
+    """MAML's (second-order) gradient of the query loss with respect to theta, through the inner loop."""
+    th = {k: v.detach().clone().requires_grad_() for k, v in theta.items()}
+    w = dict(th)
+    for _ in range(steps):
+        g = torch.autograd.grad(loss_fn(functional_call(model, w, (x_s,)), y_s), list(w.values()),
+                                create_graph=True)
+        w = {k: v - alpha * gk for (k, v), gk in zip(w.items(), g)}
+    loss = loss_fn(functional_call(model, w, (x_q,)), y_q)
+    return dict(zip(th, torch.autograd.grad(loss, list(th.values()))))
+
+
+def _fo_variants(model, theta, task, alpha, steps, loss_fn, model_theta) -> dict[str, Tensor]:
     x_s, y_s, x_q, y_q = task
-    p = _copy(phi)
-    if variant == "swapped":
-        return _vec(reference_fomaml_direction(model, p, x_q, y_q, x_s, y_s, alpha, steps, F.mse_loss))
-    if variant == "support_only":
-        return _vec(reference_fomaml_direction(model, p, x_s, y_s, x_s, y_s, alpha, steps, F.mse_loss))
-    if variant == "query_only":
-        return _vec(reference_fomaml_direction(model, p, x_q, y_q, x_q, y_q, alpha, steps, F.mse_loss))
-    if variant == "at_phi":
-        return _vec(reference_fomaml_direction(model, p, x_s, y_s, x_q, y_q, alpha, 0, F.mse_loss))
-    if variant == "one_step":
-        return _vec(reference_fomaml_direction(model, p, x_s, y_s, x_q, y_q, alpha, 1, F.mse_loss))
-    if variant == "reptile":
-        w = reference_inner_loop(model, p, x_s, y_s, alpha, steps, F.mse_loss)
-        return _vec({k: (p[k] - w[k]) / alpha for k in p})
-    out = _vec(reference_fomaml_direction(model, p, x_s, y_s, x_q, y_q, alpha, steps, F.mse_loss))
-    return -out if variant == "negated" else out
+
+    def fo(th=theta, xs=x_s, ys=y_s, xq=x_q, yq=y_q, a=alpha, t=steps, lf=loss_fn):
+        return reference_fomaml_direction(model, _copy(th), xs, ys, xq, yq, a, t, lf)
+
+    w = reference_inner_loop(model, _copy(theta), x_s, y_s, alpha, steps, loss_fn)
+    w_before = reference_inner_loop(model, _copy(theta), x_s, y_s, alpha, steps - 1, loss_fn)
+    leaves = {k: v.clone().requires_grad_() for k, v in w_before.items()}
+    last = dict(zip(leaves, torch.autograd.grad(loss_fn(functional_call(model, leaves, (x_s,)), y_s),
+                                                list(leaves.values()))))
+    rep = {k: (theta[k] - w[k]) / alpha for k in theta}
+    right = _vec(fo())
+    out = {
+        "support and query are swapped: adapt on (x_s, y_s), then take the gradient of the loss on "
+        "(x_q, y_q) at theta'.": fo(xs=x_q, ys=y_q, xq=x_s, yq=y_s),
+        "it is the gradient of the *support* loss at theta': the direction uses the query set "
+        "(x_q, y_q), data the inner loop has not seen.": fo(xq=x_s, yq=y_s),
+        "it is the gradient of the last inner step (the support loss at the weights before the last "
+        "step), what FOMAML would use without a separate query set: take the query loss's gradient at "
+        "theta'.": last,
+        "the inner loop ran on the query set: adapt on the support set (x_s, y_s).": fo(xs=x_q, ys=y_q),
+        "the gradient is taken at the initial point theta, without adapting first (that is joint "
+        "training, not MAML): take it at theta' = inner_loop(...).": fo(t=0),
+        f"theta' came from one inner step; use `steps` (here {steps}).": fo(t=1),
+        f"theta' came from one step too many (T + 1 = {steps + 1}).": fo(t=steps + 1),
+        f"theta' came from one step too few (T - 1 = {steps - 1}).": fo(t=steps - 1),
+        "it is Reptile's direction (theta - theta') / alpha, the sum of the inner gradients; first-order "
+        "MAML takes the query loss's gradient at theta'.": rep,
+        "it is Reptile's displacement theta' - theta (and with the sign of an update, not of a "
+        "gradient); first-order MAML's direction is the query loss's gradient at theta'.":
+            {k: w[k] - theta[k] for k in theta},
+        "it is Reptile's theta - theta' (not divided by alpha); first-order MAML's direction is the "
+        "query loss's gradient at theta'.": {k: theta[k] - w[k] for k in theta},
+        "it is (theta' - theta) / alpha, Reptile's direction with the sign flipped; first-order MAML's "
+        "direction is the query loss's gradient at theta'.": {k: -v for k, v in rep.items()},
+        "it is MAML's second-order gradient (differentiated through the inner loop, with respect to "
+        "theta): first-order MAML treats theta' as a constant and differentiates the query loss with "
+        "respect to theta' itself (detach theta', make it a leaf).":
+            _maml_gradient(model, theta, x_s, y_s, x_q, y_q, alpha, steps, loss_fn),
+    }
+    out = {m: _vec(v) for m, v in out.items()}
+    out["the sign is flipped: return the gradient itself (the meta-update subtracts it)."] = -right
+    if loss_fn is not F.mse_loss:
+        out["loss_fn is ignored (this is the direction for F.mse_loss): use loss_fn for the inner loop "
+            "and for the query loss."] = _vec(fo(lf=F.mse_loss))
+    if model_theta is not None:
+        out["it starts from the model's own weights, not from theta: adapt the theta you are given."] = \
+            _vec(fo(th=model_theta))
+    return out
 
 
 def _probe_fomaml(fn: Callable) -> None:
     model = _net(2)
-    task = _task(k=5, q=7, seed=4)
-    alpha, steps = 0.1, 2
-    phi = {k: v.detach().clone().requires_grad_() for k, v in model.named_parameters()}
-    saved = _copy(phi)
-    out = _call(fn, model, phi, *task, alpha, steps, F.mse_loss)
-    _expect_params(out, saved, "the first-order MAML direction")
-    _expect_unchanged(phi, saved, "fomaml_direction", "Adapt a copy (inner_loop returns a new dict).")
-    v = lambda name: _fo_variant(model, saved, task, alpha, steps, name)  # noqa: E731
-    diagnose(_vec(out), v("right"), "the first-order MAML direction", {
-        "support and query are swapped: adapt on (x_s, y_s), then take the gradient of the loss on "
-        "(x_q, y_q) at W~.": v("swapped"),
-        "it is the gradient of the *support* loss at W~: the direction uses the query set "
-        "(x_q, y_q), data the inner loop has not seen.": v("support_only"),
-        "the inner loop ran on the query set: adapt on the support set (x_s, y_s).": v("query_only"),
-        "the gradient is taken at phi, without adapting first (that is joint training, not MAML): "
-        "take it at W~ = inner_loop(...).": v("at_phi"),
-        "W~ came from one inner step; use `steps` (here 2).": v("one_step"),
-        "it is Reptile's direction (phi - W~) / alpha, the sum of the inner gradients; first-order "
-        "MAML takes the query loss's gradient at W~.": v("reptile"),
-        "the sign is flipped: return the gradient itself (the meta-update subtracts it).": v("negated"),
-    }, atol=1e-10, rtol=1e-8)
+    own = _copy(dict(model.named_parameters()))
+    tasks = [_task(k=5, q=7, seed=s) for s in (4, 5, 6)]
+    # theta apart from the model (requires grad, as a meta-learner's parameters do), then the model's
+    # own parameters with other alpha, steps and loss, then a next task
+    calls = [("shifted", 0, 0.1, 3, F.mse_loss), ("own", 1, 0.05, 2, _huber), ("own", 2, 0.05, 2, _huber)]
+    prev_w, prev_alpha = None, None
+    for i, (which, t, alpha, steps, loss_fn) in enumerate(calls):
+        task = tasks[t]
+        if which == "own":
+            theta = dict(model.named_parameters())
+        else:
+            theta = {k: v.requires_grad_() for k, v in _shifted(model, 20).items()}
+        saved = _copy(theta)
+        out = _call(fn, model, theta, *task, alpha, steps, loss_fn)
+        _expect_model_unchanged(model, own, "fomaml_direction")
+        what = (f"the first-order MAML direction ({steps} inner steps, alpha = {alpha}, loss_fn = "
+                f"{'F.mse_loss' if loss_fn is F.mse_loss else 'a Huber loss'})")
+        _expect_params(out, saved, what, grads=True)
+        mistakes = {}  # what this call's settings tell apart first, then the classic mistakes
+        if prev_w is not None:
+            mistakes["adaptation is not reset between tasks: this task's inner loop started from the "
+                     "previous task's theta', not from theta (keep no state between calls)."] = \
+                _vec(reference_fomaml_direction(model, prev_w, *task, alpha, steps, loss_fn))
+        if i == 1:
+            mistakes["the number of steps is ignored (this is the direction after 3 inner steps, the "
+                     "previous call's number; use `steps`)."] = \
+                _vec(reference_fomaml_direction(model, saved, *task, alpha, 3, loss_fn))
+            mistakes[f"alpha is ignored (this is the direction with alpha = {prev_alpha}, the previous "
+                     "call's; use `alpha`)."] = \
+                _vec(reference_fomaml_direction(model, saved, *task, prev_alpha, steps, loss_fn))
+        mistakes.update(_fo_variants(model, saved, task, alpha, steps, loss_fn,
+                                     own if which == "shifted" else None))
+        diagnose(_vec(out), _vec(reference_fomaml_direction(model, saved, *task, alpha, steps, loss_fn)),
+                 what, mistakes, atol=1e-10, rtol=1e-8)
+        prev_w, prev_alpha = reference_inner_loop(model, saved, task[0], task[1], alpha, steps, loss_fn), alpha
+    _device_agnostic(fn, model, own, *tasks[0], 0.1, 2, F.mse_loss, what="fomaml_direction")
 
 
 def fomaml_direction(student: Callable) -> Callable:
-    """Exercise 5.3: first-order MAML's direction, grad L_Q(W~), on the same inner trajectory."""
+    """Exercise 5.3: first-order MAML's direction, grad L_Q(theta'), theta' adapted on the support set."""
     return run_check("5.3", "first-order MAML's direction", student, reference_fomaml_direction,
                      _probe_fomaml)
