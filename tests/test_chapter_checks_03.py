@@ -335,7 +335,29 @@ def linreg_scalars(theta, x_s, y_s, x_q, y_q, alpha):
     return torch.stack([(1 - alpha * hww) * qw - alpha * hwb * qb, -alpha * hwb * qw + (1 - alpha * hbb) * qb])
 
 
-@pytest.mark.parametrize("fn", [ch03.reference_linreg_meta_gradient, linreg_autograd, linreg_scalars])
+def linreg_reversed(theta, x_s, y_s, x_q, y_q, alpha):
+    """(dL/db, dL/dw): the right numbers in the wrong order."""
+    g = ch03.reference_linreg_meta_gradient(theta, x_s, y_s, x_q, y_q, alpha)
+    return torch.stack([g[1], g[0]])
+
+
+def linreg_phi_one_x(theta, x_s, y_s, x_q, y_q, alpha):
+    """phi(x) = (1, x): theta[0] is used as the bias."""
+    ps = torch.stack([torch.ones_like(x_s), x_s], 1)
+    pq = torch.stack([torch.ones_like(x_q), x_q], 1)
+    t1 = theta - alpha * 2 / len(x_s) * ps.T @ (ps @ theta - y_s)
+    h = 2 / len(x_s) * ps.T @ ps
+    eye = torch.eye(2, dtype=theta.dtype, device=theta.device)
+    return (eye - alpha * h) @ (2 / len(x_q) * pq.T @ (pq @ t1 - y_q))
+
+
+def linreg_bias_first_consistently(theta, x_s, y_s, x_q, y_q, alpha):
+    """Also right: phi(x) = (1, x) with theta reordered to (b, w) on the way in and back on the way out."""
+    return linreg_phi_one_x(theta.flip(0), x_s, y_s, x_q, y_q, alpha).flip(0)
+
+
+@pytest.mark.parametrize("fn", [ch03.reference_linreg_meta_gradient, linreg_autograd, linreg_scalars,
+                                linreg_bias_first_consistently])
 def test_linreg_right_answers_pass(fn):
     assert run(ch03.linreg_meta_gradient, fn) is fn
     assert status("3.2") == "right", message("3.2")
@@ -356,6 +378,8 @@ def test_linreg_right_answers_pass(fn):
     (linreg_bare_eye, ["makes a tensor on the CPU", "device="]),
     (linreg_float32, ["compute in float64"]),
     (lambda *a: ch03.reference_linreg_meta_gradient(*a)[None], ["shape (1, 2)"]),
+    (linreg_reversed, ["wrong order", "(dL/dw, dL/db)"]),
+    (linreg_phi_one_x, ["phi(x) = (1, x)", "theta[0] the bias"]),
 ])
 def test_linreg_mistakes_are_named(fn, phrases):
     run(ch03.linreg_meta_gradient, fn)
@@ -474,6 +498,55 @@ def step_cdist(model, meta_opt, tasks, alpha, steps, loss_fn):
     return make_step(fixed_loss=cdist_loss)(model, meta_opt, tasks, alpha, steps, loss_fn)
 
 
+def step_restarts_from_theta(model, meta_opt, tasks, alpha, steps, loss_fn):
+    """Every inner step starts again from theta: `steps` steps give the update of one."""
+    x_s, y_s, x_q, y_q = tasks
+    meta_opt.zero_grad()
+    theta = dict(model.named_parameters())
+    meta_loss = 0.0
+    for i in range(x_s.shape[0]):
+        for _ in range(steps):
+            adapted = ch03.reference_inner_step(model, theta, x_s[i], y_s[i], alpha, loss_fn)
+        meta_loss = meta_loss + loss_fn(functional_call(model, adapted, (x_q[i],)), y_q[i])
+    meta_loss = meta_loss / x_s.shape[0]
+    meta_loss.backward()
+    meta_opt.step()
+    return meta_loss.item()
+
+
+def make_copy_into_model(how="load_state_dict", restore=False, per_task_backward=False):
+    """theta' copied into the model (the Pitfalls' item), then the query loss with model(x)."""
+    def maml_step(model, meta_opt, tasks, alpha, steps, loss_fn):
+        x_s, y_s, x_q, y_q = tasks
+        meta_opt.zero_grad()
+        init = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        meta_loss, value = 0.0, 0.0
+        for i in range(x_s.shape[0]):
+            if restore:
+                model.load_state_dict(init)
+            adapted = dict(model.named_parameters())
+            for _ in range(steps):
+                adapted = ch03.reference_inner_step(model, adapted, x_s[i], y_s[i], alpha, loss_fn)
+            if how == "load_state_dict":
+                model.load_state_dict(adapted)
+            else:                               # through .data: no version counter moves
+                for p, a in zip(model.parameters(), adapted.values()):
+                    p.data.copy_(a.detach())
+            li = loss_fn(model(x_q[i]), y_q[i]) / x_s.shape[0]
+            if per_task_backward:
+                li.backward()
+            else:
+                meta_loss = meta_loss + li
+            value += li.item()
+        if restore:
+            model.load_state_dict(init)
+        if not per_task_backward:
+            meta_loss.backward()
+        meta_opt.step()
+        return value
+    return maml_step
+
+
 def step_partial(model, meta_opt, tasks, alpha, steps, loss_fn):
     meta_opt.zero_grad()
     raise NotImplementedError("the inner loop is still missing")
@@ -496,7 +569,11 @@ def test_maml_step_right_answers_pass(fn):
     (make_step(per_task_step=True), ["once per task"]),
     (make_step(detach=True), ["did not change"]),
     (step_detach_no_regrad, ["inner step detaches"]),
-    (make_step(fixed_steps=1), ["only one inner step"]),
+    (make_step(fixed_steps=1), ["single inner step", "previous `adapted`"]),
+    (step_restarts_from_theta, ["single inner step", "each step must start from the previous `adapted`"]),
+    (make_copy_into_model(), ["backward() failed", "theta' was copied into the model"]),
+    (make_copy_into_model(restore=True, per_task_backward=True), ["theta' was copied into the model"]),
+    (make_copy_into_model(how="data", per_task_backward=True), ["theta' was copied into the model", ".data"]),
     (make_step(fixed_steps=2), ["`steps` is ignored"]),
     (make_step(fixed_alpha=0.1), ["alpha is ignored"]),
     (make_step(fixed_loss=F.mse_loss), ["loss_fn is ignored"]),
@@ -638,6 +715,19 @@ def fo_backward(model, params, x_s, y_s, x_q, y_q, alpha, steps, loss_fn):
     return {k: v.grad for k, v in leaves.items()}
 
 
+def fo_backward_reads_params_grad(model, params, x_s, y_s, x_q, y_q, alpha, steps, loss_fn):
+    """backward() and .grad of params: None on non-leaves, and it would accumulate on leaves."""
+    a = fo_adapt(model, params, x_s, y_s, alpha, steps, loss_fn)
+    loss_fn(functional_call(model, a, (x_q,)), y_q).backward()
+    return {k: v.grad for k, v in params.items()}
+
+
+def fo_backward_reads_adapted_grad(model, params, x_s, y_s, x_q, y_q, alpha, steps, loss_fn):
+    a = fo_adapt(model, params, x_s, y_s, alpha, steps, loss_fn)
+    loss_fn(functional_call(model, a, (x_q,)), y_q).backward()
+    return {k: v.grad for k, v in a.items()}
+
+
 @pytest.mark.parametrize("fn", [ch03.reference_fomaml_gradient, fo_via_graph, fo_torch_func, fo_backward])
 def test_fomaml_right_answers_pass(fn):
     assert run(ch03.fomaml_gradient, fn) is fn
@@ -659,7 +749,10 @@ def test_fomaml_right_answers_pass(fn):
     (fo_flat, ["should be a dict", "One tensor"]),
     (fo_fixed(alpha=0.1), ["alpha is ignored"]),
     (fo_fixed(steps=2), ["`steps` is ignored"]),
-    (fo_fixed(steps=1), ["only one inner step"]),
+    (fo_fixed(steps=1), ["single inner step", "previous `adapted`"]),
+    (fo_backward_reads_params_grad, ["it is None", "only on *leaf* tensors", "accumulates",
+                                     "torch.autograd.grad(loss, list(adapted.values()))"]),
+    (fo_backward_reads_adapted_grad, ["it is None", "only on *leaf* tensors"]),
     (fo_fixed(loss_fn=F.mse_loss), ["loss_fn is ignored"]),
     (fo_mutates_params, ["changed its input `params` in place"]),
     (fo_partial, ["NotImplementedError", "TODO: the query gradient", "not the exercise's stub"]),

@@ -20,10 +20,13 @@ Jacobian becomes -alpha H instead of I - alpha H); gradient ascent; alpha, ``los
 ignored; the model's own weights used instead of ``params``; a summed instead of a mean loss (over
 examples, or over the tasks of a meta-batch); support and query swapped, the query set used in the
 inner loop, or one set for both (the seed article's formula read literally); the Hessian of the wrong
-set, its sign, a missing alpha or factor 2, the query gradient taken at theta; the meta-optimiser
-stepping the adapted instead of the initial parameters, a missing ``zero_grad``, one optimiser step
-per task; a meta-loss returned as a tensor; and for first order the second-order gradient, the
-gradient at theta, the adapted parameters themselves, or Reptile's direction theta - theta'.
+set, its sign, a missing alpha or factor 2, the query gradient taken at theta, the entries in the
+order (b, w) or features (1, x); the meta-optimiser stepping the adapted instead of the initial
+parameters, theta' copied into the model (any write to its parameters outside ``meta_opt.step()``), a
+missing ``zero_grad``, one optimiser step per task, every inner step restarted from theta; a meta-loss
+returned as a tensor; and for first order the second-order gradient, the gradient at theta, the adapted
+parameters themselves, Reptile's direction theta - theta', or ``.grad`` read from tensors that are not
+leaves (None).
 """
 from __future__ import annotations
 
@@ -182,6 +185,15 @@ def _expect_params_dict(out, like: dict[str, Tensor], what: str, entry: str = "t
     expect(list(out) == list(like), f"{what} should have the same names as params, in order: "
            f"{list(like)}; got {list(out)}.", "Build it with a dict comprehension over params.items().")
     for k in like:
+        if out[k] is None:
+            raise Mistake(
+                f"{what}[{k!r}] should be a tensor, but it is None. If you called backward() and read "
+                "`.grad`: `.grad` is filled only on *leaf* tensors (created with requires_grad=True, not "
+                "computed from others), and it accumulates. theta' = theta - alpha * g is not a leaf, nor are "
+                "the copies of params this check passes; with real leaves, such as the ones section 6's cell "
+                "passes for every task, the same code would run and quietly add each task's gradient to the "
+                "previous ones.", "Take the gradient explicitly: torch.autograd.grad(loss, "
+                "list(adapted.values())), then dict(zip(adapted, grads)).")
         if not isinstance(out[k], Tensor):
             raise Mistake(f"{what}[{k!r}] should be a tensor, but it is {describe(out[k])}.")
         expect_shape(out[k], tuple(like[k].shape), f"{what}[{k!r}]")
@@ -217,13 +229,22 @@ def _first_match(actual: Tensor, what: str, mistakes: Mapping[str, Tensor], righ
     a = actual.detach()
     if a.shape == right.shape and _close(a, right, **TOL):
         return
+    explanation = _named_match(a, mistakes, right)
+    if explanation is not None:
+        raise Mistake(f"{what}: wrong. It looks like {explanation}", hint)
+    expect_close(a, right, what, hint=hint, **TOL)
+
+
+def _named_match(actual: Tensor, mistakes: Mapping[str, Tensor], right: Tensor) -> str | None:
+    """The first listed mistake that ``actual`` matches (skipping any that equal ``right``), or None."""
+    a = actual.detach()
     for explanation, wrong in mistakes.items():
         w = torch.as_tensor(wrong).detach()
         if w.shape == right.shape and _close(w, right, **TOL):
             continue
         if a.shape == w.shape and _close(a, w, **TOL):
-            raise Mistake(f"{what}: wrong. It looks like {explanation}", hint)
-    expect_close(a, right, what, hint=hint, **TOL)
+            return explanation
+    return None
 
 
 # ----------------------------------------------------------------------------- 3.1
@@ -365,15 +386,17 @@ def _linreg_data() -> tuple[Tensor, ...]:
 
 
 def _linreg_variant(theta, x_s, y_s, x_q, y_q, alpha, adapt="s", score="q", hess="s", at="adapted",
-                    factor=2.0, norm="mean", sign=-1.0, hessian=True, alpha_h=True) -> Tensor:
-    """The 1-D linear-regression meta-gradient, right or with one deliberate mistake."""
+                    factor=2.0, norm="mean", sign=-1.0, hessian=True, alpha_h=True, features="x1") -> Tensor:
+    """The 1-D linear-regression meta-gradient, right or with one deliberate mistake (``features="1x"``:
+    phi(x) = (1, x), so theta[0] acts as the bias)."""
     sets = {"s": (x_s, y_s), "q": (x_q, y_q)}
 
     def scale(x):
         return {"mean": 1 / len(x), "sum": 1.0, "support_size": 1 / len(x_s)}[norm]
 
     def phi(x):
-        return torch.stack([x, torch.ones_like(x)], 1)
+        cols = [x, torch.ones_like(x)]
+        return torch.stack(cols if features == "x1" else cols[::-1], 1)
 
     def grad(name, t):
         x, y = sets[name]
@@ -428,6 +451,10 @@ def _probe_linreg(fn: Callable) -> None:
             _linreg_variant(*data, norm="support_size"),
         "alpha is missing from the Hessian term: d theta'/d theta = I - alpha H_S.":
             _linreg_variant(*data, alpha_h=False),
+        "the two entries are in the wrong order, (dL/db, dL/dw): theta = (w, b), so return (dL/dw, dL/db), "
+        "the derivative with respect to w first.": want.flip(0),
+        "the features are phi(x) = (1, x), which makes theta[0] the bias: theta = (w, b) pairs with "
+        "phi(x) = (x, 1), so that phi(x) @ theta = w x + b.": _linreg_variant(*data, features="1x"),
     }, want)
     alpha2 = 0.05
     out2 = fn(theta.clone(), x_s, y_s, x_q, y_q, alpha2)
@@ -447,6 +474,9 @@ def linreg_meta_gradient(student: Callable) -> Callable:
 
 # ----------------------------------------------------------------------------- 3.3
 
+ONE_STEP = ("the result is that of a single inner step, not `steps` of them: each step must start from the "
+            "previous `adapted` (adapted = inner_step(model, adapted, ...)), not from theta again, and the "
+            "loop runs `steps` times.")
 STALE = 1.0   # the stale .grad the probe leaves on theta, which zero_grad must clear
 
 
@@ -501,27 +531,72 @@ def _adapted_then_stepped(tasks, alpha, steps, loss_fn, seed: int = 0, lr: float
     return out
 
 
+WRITTEN = ("your function wrote into the model's parameters outside meta_opt.step() (load_state_dict, "
+           "copy_, .data, or new nn.Parameters): it looks like theta' was copied into the model. Then the "
+           "model no longer holds theta (a later task may adapt from the wrong point, and the optimiser may "
+           "step the wrong parameters), and a query loss computed with model(x) has no path back through the "
+           "inner steps (at best it gives the first-order gradient).")
+WRITTEN_HINT = ("Leave the model's weights alone until meta_opt.step(): keep theta' in the dict `adapted` and "
+                "compute the query loss with functional_call(model, adapted, (x_q[i],)).")
+
+
+class _WriteWatch:
+    """Records in-place writes to a model's parameters that do not come from the optimiser's step: version
+    counters (load_state_dict, copy_ under no_grad), the values the optimiser steps from (writes through
+    .data), and the parameter objects themselves (replaced by new ones)."""
+
+    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer):
+        self.model, self.params = model, list(model.parameters())
+        self.start = [p._version for p in self.params]
+        self.theta0 = [p.detach().clone() for p in self.params]
+        self.by_step, self.at_step, self._pre = 0, None, None
+        self._hooks = [opt.register_step_pre_hook(self._before), opt.register_step_post_hook(self._after)]
+
+    def _before(self, *_):
+        self._pre = [p._version for p in self.params]
+        if self.at_step is None:
+            self.at_step = [p.detach().clone() for p in self.params]
+
+    def _after(self, *_):
+        self.by_step += sum(p._version - v for p, v in zip(self.params, self._pre))
+
+    def written(self) -> bool:
+        for h in self._hooks:
+            h.remove()
+        if [id(p) for p in self.model.parameters()] != [id(p) for p in self.params]:
+            return True
+        if sum(p._version - v for p, v in zip(self.params, self.start)) > self.by_step:
+            return True
+        return self.at_step is not None and any(not torch.equal(a, t) for a, t in zip(self.at_step, self.theta0))
+
+
 def _run_step(fn: Callable, tasks, alpha, steps, loss_fn, seed: int = 0, lr: float = 0.5):
+    """theta after the student's meta-step, the loss it returned, and whether it wrote into the model."""
     model = _net(seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     for p in model.parameters():  # stale gradients that zero_grad must clear
         p.grad = torch.full_like(p, STALE)
+    watch = _WriteWatch(model, opt)
     try:
         loss = fn(model, opt, tasks, alpha, steps, loss_fn)
     except RuntimeError as e:
-        if "does not require grad" in str(e) or "does not have a grad_fn" in str(e):
+        text = str(e)
+        if "modified by an inplace operation" in text and watch.written():
+            raise Mistake(f"backward() failed{_where(e)} because a tensor its graph needs was overwritten in "
+                          f"place, and {WRITTEN}", WRITTEN_HINT) from None
+        if "does not require grad" in text or "does not have a grad_fn" in text:
             raise Mistake("the meta-loss does not depend on theta, so backward() has nothing to "
                           f"differentiate{_where(e)}: the inner step detaches the parameters.",
                           "Adapt from dict(model.named_parameters()) with inner_step(..., "
                           "create_graph=True); no .detach(), .data or torch.no_grad().") from None
         raise
-    return _vec(dict(model.named_parameters())), loss
+    return _vec(dict(model.named_parameters())), loss, watch.written()
 
 
 def _probe_maml_step(fn: Callable) -> None:
     seed, alpha, steps, lr = 0, 0.1, 2, 0.5
     tasks = _tasks(b=2)
-    got, loss = _run_step(fn, tasks, alpha, steps, F.mse_loss, seed, lr)
+    got, loss, written = _run_step(fn, tasks, alpha, steps, F.mse_loss, seed, lr)
     theta0 = _vec(dict(_net(seed).named_parameters()))
     want, want_loss = _simulate(tasks, alpha, steps, F.mse_loss, seed=seed, lr=lr)
     expect(not torch.allclose(got, theta0 - lr * STALE, atol=1e-12),
@@ -548,14 +623,20 @@ def _probe_maml_step(fn: Callable) -> None:
             sim(reduce="sum"),
         "meta_opt.step() runs once per task (B updates, each on one task's loss): MAML makes one update "
         "per meta-batch, on the mean of the task losses.": sim(per_task_step=True),
-        "only one inner step was taken; use `steps` inner steps.": sim(steps=1),
+        ONE_STEP: sim(steps=1),
     }
+    ends_adapted = {}
     for b, (stepped, adapted_only) in _adapted_then_stepped(tasks, alpha, steps, F.mse_loss, seed, lr).items():
         msg = (f"the model ends at the parameters adapted to {b} (then stepped): the meta-optimiser must "
                "step the initial parameters theta, and theta' must never be written into the model.")
-        mistakes[msg] = stepped
-        mistakes[msg.replace("(then stepped)", "(not stepped)")] = adapted_only
-    _first_match(got, "theta after the meta-step", mistakes, want)
+        ends_adapted[msg] = stepped
+        ends_adapted[msg.replace("(then stepped)", "(not stepped)")] = adapted_only
+    if written and not _close(got, want, **TOL):   # theta' copied into the model: name that, whatever the numbers
+        named = _named_match(got, ends_adapted, want)
+        if named is not None:
+            raise Mistake(f"theta after the meta-step: wrong. It looks like {named}", WRITTEN_HINT)
+        raise Mistake(f"theta after the meta-step: wrong, and {WRITTEN}", WRITTEN_HINT)
+    _first_match(got, "theta after the meta-step", {**mistakes, **ends_adapted}, want)
 
     # the returned meta-loss
     if isinstance(loss, Tensor):
@@ -578,7 +659,7 @@ def _probe_maml_step(fn: Callable) -> None:
     # every other argument changed on its own: alpha, steps, loss_fn
     tasks2 = _tasks(b=3, k=4, q=6, seed=1)
     alpha2, steps2 = 0.05, 3
-    got2, _ = _run_step(fn, tasks2, alpha2, steps2, log_cosh_loss, seed, lr)
+    got2, _, written2 = _run_step(fn, tasks2, alpha2, steps2, log_cosh_loss, seed, lr)
     want2 = _simulate(tasks2, alpha2, steps2, log_cosh_loss, seed=seed, lr=lr)[0]
     ignored = {
         "loss_fn is ignored (with loss_fn=log_cosh_loss your update is the one for the squared error): "
@@ -586,11 +667,15 @@ def _probe_maml_step(fn: Callable) -> None:
             _simulate(tasks2, alpha2, steps2, F.mse_loss, seed=seed, lr=lr)[0],
     }
     for s in (steps, 1):
-        ignored[f"`steps` is ignored: with steps={steps2} your function takes {s} inner step(s)."] = \
+        ignored[f"`steps` is ignored: with steps={steps2} your function takes {s} inner step(s)"
+                + (" (or restarts each step from theta: each step must start from the previous `adapted`)."
+                   if s == 1 else ".")] = \
             _simulate(tasks2, alpha2, s, log_cosh_loss, seed=seed, lr=lr)[0]
     for a in (alpha, 0.01, 0.4):
         ignored[f"alpha is ignored: with alpha={alpha2} your inner steps have the size for alpha={a}."] = \
             _simulate(tasks2, a, steps2, log_cosh_loss, seed=seed, lr=lr)[0]
+    if written2 and not _close(got2, want2, **TOL):
+        raise Mistake(f"theta after a meta-step with 3 tasks and other settings: wrong, and {WRITTEN}", WRITTEN_HINT)
     _first_match(got2, f"theta after a meta-step with alpha={alpha2}, steps={steps2}, "
                  "loss_fn=log_cosh_loss and 3 tasks", ignored, want2)
 
@@ -668,7 +753,7 @@ def _probe_fomaml(fn: Callable) -> None:
         "differentiate the loss on the query set.": var("query_inner"),
         "the support set is used for both the adaptation and the loss (the seed article's formula "
         "read literally): differentiate the *query* loss at theta'.": var("support_both"),
-        "only one inner step was taken; use `steps` inner steps.": var("one_step"),
+        ONE_STEP: var("one_step"),
         "it has the wrong sign: return the gradient itself (the caller subtracts it).": var("negated"),
         "it starts from the model's own weights (model.named_parameters()) instead of the tensors in "
         "params.": var("own_weights"),
@@ -684,7 +769,9 @@ def _probe_fomaml(fn: Callable) -> None:
             _fo_variant(model, theta, task, alpha2, steps2, F.mse_loss),
     }
     for s in (steps, 1):
-        ignored[f"`steps` is ignored: with steps={steps2} your function takes {s} inner step(s)."] = \
+        ignored[f"`steps` is ignored: with steps={steps2} your function takes {s} inner step(s)"
+                + (" (or restarts each step from theta: each step must start from the previous `adapted`)."
+                   if s == 1 else ".")] = \
             _fo_variant(model, theta, task, alpha2, s, log_cosh_loss)
     for a in (alpha, 0.01, 0.4):
         ignored[f"alpha is ignored: with alpha={alpha2} your inner steps have the size for alpha={a}."] = \
