@@ -88,6 +88,44 @@ def step_no_grad(z, support_loss, alpha, create_graph=True):
         return z - alpha * g
 
 
+def step_no_grad_then_leaf(z, support_loss, alpha, create_graph=True):
+    g, = torch.autograd.grad(support_loss(z), z, create_graph=create_graph)
+    with torch.no_grad():
+        z_new = z - alpha * g
+    return z_new.requires_grad_()         # "fixes" requires_grad, but z' is a new leaf, cut from the encoder
+
+
+def step_retain_grad_backward(z, support_loss, alpha, create_graph=True):
+    loss = support_loss(z)
+    z.retain_grad()
+    loss.backward(create_graph=create_graph)
+    return z - alpha * z.grad
+
+
+def step_backward(z, support_loss, alpha, create_graph=True):
+    support_loss(z).backward()
+    return z - alpha * z.grad              # z is not a leaf: z.grad is None
+
+
+def step_reads_grad(z, support_loss, alpha, create_graph=True):
+    support_loss(z)
+    return z - alpha * z.grad              # never filled: None
+
+
+def step_grad_twice(z, support_loss, alpha, create_graph=True):
+    loss = support_loss(z)
+    torch.autograd.grad(loss, z)           # frees the graph of loss
+    g, = torch.autograd.grad(loss, z, create_graph=create_graph)
+    return z - alpha * g
+
+
+def step_backward_inputs(z, support_loss, alpha, create_graph=True):
+    # a valid, if unusual, style: backward restricted to z (no parameter gets a .grad)
+    loss = support_loss(z)
+    loss.backward(inputs=[z], create_graph=create_graph)
+    return z - alpha * z.grad
+
+
 def step_mean_grad(z, support_loss, alpha, create_graph=True):
     g, = torch.autograd.grad(support_loss(z), z, create_graph=create_graph)
     return z - alpha * g.mean(0)
@@ -123,10 +161,11 @@ def step_cpu_vector(z, support_loss, alpha, create_graph=True):
     return z - a * g
 
 
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
 def test_latent_step_reference_and_valid_styles_pass():
     assert ch06.latent_step(ch06.reference_latent_step) is ch06.reference_latent_step
     assert status("6.1") == "right"
-    for fn in (step_good, step_sub, step_func):
+    for fn in (step_good, step_sub, step_func, step_backward_inputs):
         assert ch06.latent_step(fn) is fn, message("6.1")
 
 
@@ -141,6 +180,13 @@ def test_latent_step_reference_and_valid_styles_pass():
     (step_always_create_graph, "create_graph is ignored"),
     (step_detach_when_first_order, "with create_graph=False, z' carries no gradient"),
     (step_detached_z, "encoder"),
+    (step_no_grad_then_leaf, "or is computed under torch.no_grad()"),
+    (step_retain_grad_backward, "your function calls .backward()"),
+    (step_retain_grad_backward, "torch.autograd.grad(loss, z, create_graph=create_graph), not .backward()"),
+    (step_backward, "z is not a leaf"),
+    (step_backward, "writes .grad into the model's parameters"),
+    (step_reads_grad, "That None is most likely z.grad"),
+    (step_grad_twice, "the graph behind z was freed"),
     (step_mean_grad, "averaged over the classes"),
     (step_in_place, "changed its input `z` in place"),
     (step_tuple, "should be a Tensor, but it is a tuple"),
@@ -148,6 +194,8 @@ def test_latent_step_reference_and_valid_styles_pass():
     (step_ignores_loss, "z'"),
     (step_cpu_vector, "makes a tensor on the CPU"),
 ])
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
 def test_latent_step_mistakes(fn, phrase):
     wrong(ch06.latent_step, fn, "6.1", phrase)
 
@@ -354,6 +402,16 @@ def test_sample_reference_and_valid_styles_pass():
 ])
 def test_sample_mistakes(fn, phrase):
     wrong(ch06.sample_gaussian, fn, "6.2", phrase)
+
+
+def test_sample_in_float32_gets_the_dtype_message_only():
+    def in_float32(mu, log_var, eps):
+        return mu.float() + torch.exp(0.5 * log_var.float()) * eps.float(), kl(mu, log_var)
+    wrong(ch06.sample_gaussian, in_float32, "6.2", "compute in float64")
+    assert "torch.float32" in message("6.2") and "no torch.randn inside" not in message("6.2"), message("6.2")
+    # a sample that is wrong for another reason still gets the hint about the noise
+    wrong(ch06.sample_gaussian, lambda mu, log_var, eps: (mu + 0.9 * torch.exp(0.5 * log_var) * eps, kl(mu, log_var)),
+          "6.2", "no torch.randn inside")
 
 
 def test_sample_second_shape_is_probed():
@@ -578,6 +636,12 @@ def test_objective_messages_locate_the_term():
         ch06.leo_objective(fn)
         assert status("6.3") == "wrong"
         assert message("6.3").startswith(f"the {term}"), message("6.3")
+
+
+def test_orthogonality_in_float32_gets_the_float32_hint():
+    """A float64 objective whose orthogonality term was computed in float32 agrees to ~7 digits only."""
+    wrong(ch06.leo_objective, objective(orth=lambda W, ws: ortho(W.float())), "6.3", "7 significant digits")
+    assert message("6.3").startswith("the orthogonality penalty"), message("6.3")
 
 
 def test_device_less_eye_is_caught_on_a_cpu():

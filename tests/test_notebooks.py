@@ -41,7 +41,8 @@ WRONG = {
     "04_meta_lstm.ipynb": ("return torch.stack(losses).mean()", "return torch.stack(losses).sum()",
                            "task losses are summed (mean vs sum)"),
     "05_reptile.ipynb": ("    for _ in range(steps):\n", "    for _ in range(steps - 1):\n", "one step too few"),
-    "06_leo.ipynb": ("(z_adapted.detach() - z_init)", "(z_adapted - z_init)", "stop-gradient is missing"),
+    "06_leo.ipynb": ("(grad_z,) = torch.autograd.grad(loss, z, create_graph=create_graph)",
+                     "loss.backward(); grad_z = z.grad", "your function calls .backward()"),
 }
 
 

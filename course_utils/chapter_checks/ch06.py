@@ -8,12 +8,15 @@ so that the message names the part that is wrong:
   classifier and a quadratic), ``alpha`` per latent dimension and as a plain number, ``create_graph``
   True and False. Named: a step up the gradient, alpha missing / inverted / averaged / one entry of
   it, the gradient averaged over the classes, a detached z' or z, ``create_graph`` not passed on (or
-  ignored when False), z' cut from z when ``create_graph=False``.
+  ignored when False), z' cut from z when ``create_graph=False``, the step computed under
+  ``torch.no_grad()``, ``.backward()`` and ``z.grad`` instead of ``torch.autograd.grad`` (the parameters
+  get a ``.grad``, ``z.grad`` is None, or the graph is freed).
 - 6.2 ``sample_gaussian(mu, log_var, eps)``: the sample drawn without the reparameterisation trick
   (its own noise, ``torch.normal``, ``.sample()``), sigma / variance / log-variance confusions, the
   KL's sign (any negative KL is called impossible), its 1/2, its -1, the KL averaged over the latent
   dimensions (the chapter sums them) or reduced over the wrong axis, a KL of the sample, log_var
-  read as a variance or as log sigma.
+  read as a variance or as log sigma. A sample right only up to float32 rounding gets the dtype message
+  of :func:`checks.expect_close` alone (no hint about the noise).
 - 6.3 ``leo_objective(..., weights, beta, gamma, lambda_1, lambda_2)``: every term on its own (the
   objective with all weights 0 is the query loss; with one weight set, the difference is that one
   term), then their sum and the gradients. Named: the query loss summed, on probabilities, or with
@@ -33,6 +36,8 @@ set; the notebook's ``leo_episode`` does, and section 9 compares it with ``cours
 """
 from __future__ import annotations
 
+import inspect
+import re
 from typing import Any, Callable
 
 import torch
@@ -128,23 +133,72 @@ def _step_mistakes(z: Tensor, g: Tensor, alpha: Tensor | float, softmax: bool) -
     return m
 
 
-def _call_step(fn: Callable, z: Tensor, loss: Callable, alpha: Any, create_graph: bool, note: str) -> Tensor:
+_BACKWARD = ("use torch.autograd.grad(loss, z, create_graph=create_graph), not .backward() and .grad: z is not "
+             "a leaf (the encoder computed it), so z.grad is None, and backward() frees the graph (the outer loss "
+             "can then no longer reach the encoder through z') and writes .grad into the model's parameters (the "
+             "encoder's and decoder's), where the optimiser would find stray gradients.")
+_BACKWARD_HINT = "(g,) = torch.autograd.grad(support_loss(z), z, create_graph=create_graph); return z - alpha * g"
+
+
+def _reads_grad(fn: Callable) -> bool:
+    """The function's source reads a ``.grad`` attribute (``z.grad``; not ``torch.autograd.grad(...)``)."""
+    try:
+        src = inspect.getsource(_raw(fn))
+    except (OSError, TypeError):
+        return True  # source unavailable: the NoneType error alone is the clue
+    return re.search(r"\.grad\b(?!\s*\()", src) is not None
+
+
+def _backward_used(leaves: tuple[Tensor, ...], error: BaseException | None = None, fn: Callable | None = None) -> None:
+    """Name .backward() / .grad: the parameters got a .grad, or z.grad was None."""
+    if any(t.grad is not None for t in leaves):
+        raise Mistake("your function calls .backward(). " + _BACKWARD[0].upper() + _BACKWARD[1:],
+                      _BACKWARD_HINT) from error
+    if error is None or not getattr(error, "_course_student", False):
+        return
+    text = str(error)
+    if isinstance(error, (TypeError, AttributeError)) and "NoneType" in text and (fn is None or _reads_grad(fn)):
+        raise Mistake(f"your code raised {type(error).__name__}: {text}. That None is most likely z.grad: "
+                      + _BACKWARD, _BACKWARD_HINT) from error
+
+
+def _freed_graph(error: BaseException) -> bool:
+    return isinstance(error, RuntimeError) and "backward through the graph a second time" in str(error)
+
+
+def _call_step(fn: Callable, z: Tensor, loss: Callable, alpha: Any, create_graph: bool, note: str,
+               leaves: tuple[Tensor, ...] = ()) -> Tensor:
     try:
         out = fn(z, loss, alpha, create_graph=create_graph)
-    except (AttributeError, TypeError, IndexError) as e:
+    except Exception as e:
+        _backward_used(leaves, e, fn)
+        if not isinstance(e, (AttributeError, TypeError, IndexError)):
+            raise
         if getattr(e, "_course_student", False) and not isinstance(alpha, Tensor) and "create_graph" not in str(e):
             raise Mistake(f"with alpha a plain number ({alpha}) your function raised {type(e).__name__}: {e}. "
                           "alpha may be a number or a tensor (n_z,): write z - alpha * grad, which works for "
                           "both (no alpha.mean(), alpha[0] or alpha.shape).") from e
         raise
+    _backward_used(leaves)
     expect_shape(out, tuple(z.shape), f"z' ({note})", "Return z - alpha * grad, one row per class.")
     return out
 
 
 def _probe_latent_step(fn: Callable) -> None:
+    try:
+        _probe_latent_step_parts(fn)
+    except RuntimeError as e:
+        if _freed_graph(e):  # the graph behind z was freed: a .backward() (without inputs=) in the step
+            raise Mistake("the graph behind z was freed (\"Trying to backward through the graph a second "
+                          "time\"): your function calls .backward(), or differentiates the same loss twice. "
+                          "Differentiate once, and " + _BACKWARD, _BACKWARD_HINT) from e
+        raise
+
+
+def _probe_latent_step_parts(fn: Callable) -> None:
     # (a) create_graph=True, a softmax support loss, alpha per latent dimension
     z, loss_fn, alpha, A, Wd = _softmax_problem()
-    out = _call_step(fn, z, loss_fn, alpha, True, "create_graph=True")
+    out = _call_step(fn, z, loss_fn, alpha, True, "create_graph=True", (A, Wd))
     (g,) = torch.autograd.grad(loss_fn(z), z, retain_graph=True)
     zd, gd = z.detach(), g.detach()
     diagnose(out, zd - alpha * gd, "z'", _step_mistakes(zd, gd, alpha, softmax=True), **TOL,
@@ -161,8 +215,9 @@ def _probe_latent_step(fn: Callable) -> None:
     rA, rW = _grads(ref, v, [A, Wd])
     expect(not _zero(gA),
            "no gradient reaches the encoder through z': the step starts from a detached z "
-           "(z.detach() or z.data), so the outer loss cannot train the encoder.",
-           "Write z - alpha * grad with the z you were given.")
+           "(z.detach() or z.data) or is computed under torch.no_grad(), so the outer loss cannot train "
+           "the encoder.",
+           "Write z - alpha * grad with the z you were given, outside torch.no_grad().")
     expect(not _zero(gW),
            "with create_graph=True no gradient reaches the decoder through the inner step: "
            "torch.autograd.grad was called without create_graph=create_graph (or the gradient was "
@@ -177,7 +232,7 @@ def _probe_latent_step(fn: Callable) -> None:
     }, atol=1e-9, rtol=1e-7)
 
     # (b) create_graph=False (test time): the same values, z' a function of z, the gradient a constant
-    out_f = _call_step(fn, z, loss_fn, alpha, False, "create_graph=False")
+    out_f = _call_step(fn, z, loss_fn, alpha, False, "create_graph=False", (A, Wd))
     expect_close(out_f, zd - alpha * gd, "z' with create_graph=False", **TOL,
                  hint="create_graph changes only whether the gradient keeps its graph, never the value.")
     expect(out_f.requires_grad,
@@ -196,7 +251,7 @@ def _probe_latent_step(fn: Callable) -> None:
 
     # (c) another support loss, alpha a plain number: the function must use what it is given
     zq, loss_q, a_q, B, M = _quadratic_problem()
-    out_q = _call_step(fn, zq, loss_q, a_q, True, "a second support loss, alpha a number")
+    out_q = _call_step(fn, zq, loss_q, a_q, True, "a second support loss, alpha a number", (B, M))
     (gq,) = torch.autograd.grad(loss_q(zq), zq, retain_graph=True)
     diagnose(out_q, zq.detach() - a_q * gq.detach(), "z' for a second support loss (a least-squares fit, "
              "alpha = 0.3)", _step_mistakes(zq.detach(), gq.detach(), a_q, softmax=False), **TOL,
@@ -278,6 +333,8 @@ def _probe_sample(fn: Callable) -> None:
         raise Mistake("the sample contains NaN: it takes the square root (or the log) of log_var as if it were "
                       "a variance. log_var is already a log and is negative for variances below 1.",
                       "sigma = exp(log_var / 2) = torch.exp(0.5 * log_var)")
+    # a sample right up to float32 rounding: checks.expect_close names the dtype, so no hint about the noise
+    rounding = torch.allclose(s.detach().double(), want_s, atol=1e-4, rtol=1e-3)
     diagnose(s, want_s, "the sample", {
         "it uses the variance as the standard deviation: sigma = exp(log_var / 2), not exp(log_var).":
             m + torch.exp(lv) * eps,
@@ -286,7 +343,8 @@ def _probe_sample(fn: Callable) -> None:
         "it is the mean alone: add sigma * eps.": m,
         "the noise eps is missing (mu + sigma): the sample is mu + sigma * eps.": m + sigma,
         "sigma is missing (mu + eps): the sample is mu + sigma * eps, sigma = exp(log_var / 2).": m + eps,
-    }, **TOL, hint="Use the noise eps you are given (no torch.randn inside): sample = mu + exp(log_var / 2) * eps.")
+    }, **TOL, hint="" if rounding else
+        "Use the noise eps you are given (no torch.randn inside): sample = mu + exp(log_var / 2) * eps.")
     w = eps.flip(0)
     g_mu, g_lv = torch.autograd.grad((s * w).sum(), [mu, log_var], allow_unused=True, retain_graph=True)
     expect(not _zero(g_mu) and not _zero(g_lv),
