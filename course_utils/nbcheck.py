@@ -24,6 +24,20 @@ _EXERCISE_MSG = re.compile(r"Exercise (\d+\.\d+) \(([^)]*)\): (wrong|not attempt
 _EXERCISE_CELL = re.compile(r"#\s*Exercise\s+(\d+\.\d+)\s*:\s*(.+?)\s*$", re.M)
 _HEADING = re.compile(r"^#{1,4}\s+(.+?)\s*$", re.M)
 _FAILED: list[str] = []
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def exercise_message(text: str) -> str:
+    """The check's own message from a failed cell's report ('' if the failure is not a check's).
+
+    The traceback of a failed check runs through the course's checking code, which tells the
+    student nothing (and shows a check they are asked not to read), so only the message is kept.
+    """
+    plain = _ANSI.sub("", text)
+    if "ExerciseError" not in plain:
+        return ""
+    message = plain.rsplit("ExerciseError:", 1)[1].strip()
+    return message
 
 
 def output_timeout() -> float:
@@ -92,7 +106,8 @@ def pytest_runtest_makereport(item, call):
     cells = getattr(item.parent, "nb", None)
     summary = describe_failure(text, cells.cells if cells is not None else [], item.cell, item.cell_num)
     _FAILED.append(summary)
-    report.longrepr = f"{summary}\n\n{text}"
+    message = exercise_message(text)
+    report.longrepr = f"{summary}\n\n{message}" if message else f"{summary}\n\n{text}"
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

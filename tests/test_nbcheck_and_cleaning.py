@@ -102,3 +102,13 @@ def test_thread_policy(monkeypatch):
 def test_exercise_titles_from_comments_drop_parentheticals():
     cells = [code("def f(z):\n    # Exercise 6.1: the latent inner step (pass create_graph on)\n    return z"), code("x")]
     assert nbcheck.locate(cells, cells[1])["exercise"] == "Exercise 6.1 (the latent inner step)"
+
+
+def test_a_failed_checks_report_keeps_the_message_not_the_traceback():
+    text = ("Notebook cell execution failed\nCell 4: Cell execution caused an exception\n\x1b[31m---\x1b[0m\n"
+            "File ~/course_utils/chapter_checks/ch05.py:146, in inner_loop(student)\n    return run_check(...)\n"
+            "\x1b[31mExerciseError\x1b[39m: ❌ Exercise 5.2 (the inner loop): wrong.\n   one step too few")
+    msg = nbcheck.exercise_message(text)
+    assert msg.startswith("❌ Exercise 5.2 (the inner loop): wrong.") and "one step too few" in msg
+    assert "chapter_checks" not in msg and "\x1b" not in msg
+    assert nbcheck.exercise_message("RuntimeError: shapes") == ""
