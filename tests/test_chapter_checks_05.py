@@ -76,6 +76,24 @@ def update_last_task(theta, adapted, epsilon):
     return {k: theta[k] + epsilon * (adapted[-1][k] - theta[k]) for k in theta}
 
 
+def update_eps_times_mean(theta, adapted, epsilon):  # theta forgotten twice
+    return {k: epsilon * sum(w[k] for w in adapted) / len(adapted) for k in theta}
+
+
+def update_task_by_task(theta, adapted, epsilon):  # a serial step per task inside the batch
+    for w in adapted:
+        theta = {k: theta[k] + epsilon * (w[k] - theta[k]) for k in theta}
+    return theta
+
+
+def update_task_by_task_in_place(theta, adapted, epsilon):  # epsilon / B per task, in place
+    with torch.no_grad():
+        for w in adapted:
+            for k, p in theta.items():
+                p += epsilon / len(adapted) * (w[k] - p)
+    return theta
+
+
 def update_changes_adapted(theta, adapted, epsilon):
     for w in adapted:
         for k in w:
@@ -128,6 +146,9 @@ def test_update_right_answers_pass(fn):
     (update_fixed_batch, "number of tasks fixed"),
     (update_step_only, "add it to theta"),
     (update_last_task, "last task"),
+    (update_eps_times_mean, "theta is forgotten"),
+    (update_task_by_task, "updated task by task inside the batch (a step of epsilon towards"),
+    (update_task_by_task_in_place, "updated task by task inside the batch (a step of epsilon / B"),
     (update_changes_adapted, "changed its input `adapted` in place"),
     (update_list, "returned a list of 2"),
     (update_tuple, "returned a tuple of 2"),
@@ -181,6 +202,54 @@ def inner_no_grad_steps_on_own_leaves(model, theta, x, y, alpha, steps, loss_fn)
         with torch.no_grad():
             for p, g in zip(w.values(), grads):
                 p -= alpha * g
+    return w
+
+
+def inner_backward_zeroed(model, theta, x, y, alpha, steps, loss_fn):  # right: .backward(), .grad reset
+    w = {k: v.detach().clone().requires_grad_() for k, v in theta.items()}
+    for _ in range(steps):
+        loss_fn(functional_call(model, w, (x,)), y).backward()
+        with torch.no_grad():
+            for v in w.values():
+                v -= alpha * v.grad
+                v.grad = None
+    return {k: v.detach() for k, v in w.items()}
+
+
+def inner_backward_never_zeroed(model, theta, x, y, alpha, steps, loss_fn):  # .grad accumulates
+    w = {k: v.detach().clone().requires_grad_() for k, v in theta.items()}
+    for _ in range(steps):
+        loss_fn(functional_call(model, w, (x,)), y).backward()
+        with torch.no_grad():
+            for v in w.values():
+                v -= alpha * v.grad
+    return {k: v.detach() for k, v in w.items()}
+
+
+def inner_sgd_no_zero_grad(model, theta, x, y, alpha, steps, loss_fn):  # an optimiser, zero_grad forgotten
+    w = {k: v.detach().clone().requires_grad_() for k, v in theta.items()}
+    opt = torch.optim.SGD(list(w.values()), lr=alpha)
+    for _ in range(steps):
+        loss_fn(functional_call(model, w, (x,)), y).backward()
+        opt.step()
+    return {k: v.detach() for k, v in w.items()}
+
+
+def inner_sum_of_squares(model, theta, x, y, alpha, steps, loss_fn):  # ignores loss_fn, its own loss
+    w = {k: v.detach() for k, v in theta.items()}
+    for _ in range(steps):
+        w = {k: v.requires_grad_() for k, v in w.items()}
+        loss = ((functional_call(model, w, (x,)) - y) ** 2).sum()
+        g = torch.autograd.grad(loss, list(w.values()))
+        w = {k: (v - alpha * gk).detach() for (k, v), gk in zip(w.items(), g)}
+    return w
+
+
+def inner_func_grad_from_theta(model, theta, x, y, alpha, steps, loss_fn):  # right numbers, theta's graph kept
+    w = dict(theta)
+    for _ in range(steps):
+        g = torch.func.grad(lambda p: loss_fn(functional_call(model, p, (x,)), y))(w)
+        w = {k: w[k] - alpha * g[k] for k in w}
     return w
 
 
@@ -291,7 +360,7 @@ def inner_partial(model, theta, x, y, alpha, steps, loss_fn):
 
 
 @pytest.mark.parametrize("fn", [ch05.reference_inner_loop, inner_func_grad, inner_sgd_on_copies, inner_deepcopy,
-                                inner_no_grad_steps_on_own_leaves])
+                                inner_no_grad_steps_on_own_leaves, inner_backward_zeroed])
 def test_inner_loop_right_answers_pass(fn):
     assert ch05.inner_loop(fn) is fn
     assert status("5.2") == "right", message("5.2")
@@ -312,6 +381,10 @@ def test_inner_loop_right_answers_pass(fn):
     (inner_fixed_alpha, "alpha is ignored"),
     (make_inner_not_reset(), "not reset between tasks"),
     (inner_keeps_graph, "keeps the autograd graph"),
+    (inner_func_grad_from_theta, "the exercise asks for detached tensors"),
+    (inner_backward_never_zeroed, ".grad is never zeroed"),
+    (inner_sgd_no_zero_grad, ".grad is never zeroed"),
+    (inner_sum_of_squares, "returns the same result for loss_fn = F.mse_loss and for loss_fn = a Huber"),
     (inner_needs_grad, "need not require gradients"),
     (inner_returns_tuple, "returned a tuple of 2"),
     (inner_returns_grads, "dict(zip(theta, grads))"),
@@ -335,6 +408,41 @@ def fo_backward(model, theta, x_s, y_s, x_q, y_q, alpha, steps, loss_fn):  # rig
          for k, v in ch05.reference_inner_loop(model, theta, x_s, y_s, alpha, steps, loss_fn).items()}
     loss_fn(functional_call(model, w, (x_q,)), y_q).backward()
     return {k: v.grad for k, v in w.items()}
+
+
+def fo_detached_result(model, theta, x_s, y_s, x_q, y_q, alpha, steps, loss_fn):  # right: graph, then detached
+    w = {k: v.detach().requires_grad_()
+         for k, v in ch05.reference_inner_loop(model, theta, x_s, y_s, alpha, steps, loss_fn).items()}
+    g = torch.autograd.grad(loss_fn(functional_call(model, w, (x_q,)), y_q), list(w.values()), create_graph=True)
+    return {k: gk.detach() for k, gk in zip(w, g)}
+
+
+def fo_create_graph(model, theta, x_s, y_s, x_q, y_q, alpha, steps, loss_fn):  # right numbers, a graph kept
+    w = {k: v.detach().requires_grad_()
+         for k, v in ch05.reference_inner_loop(model, theta, x_s, y_s, alpha, steps, loss_fn).items()}
+    g = torch.autograd.grad(loss_fn(functional_call(model, w, (x_q,)), y_q), list(w.values()), create_graph=True)
+    return dict(zip(w, g))
+
+
+def fo_query_with_support(model, theta, x_s, y_s, x_q, y_q, alpha, steps, loss_fn):  # grad on S and Q together
+    return ch05.reference_fomaml_direction(model, theta, x_s, y_s, torch.cat([x_s, x_q]), torch.cat([y_s, y_q]),
+                                           alpha, steps, loss_fn)
+
+
+def fo_support_plus_query_loss(model, theta, x_s, y_s, x_q, y_q, alpha, steps, loss_fn):
+    w = {k: v.detach().requires_grad_()
+         for k, v in ch05.reference_inner_loop(model, theta, x_s, y_s, alpha, steps, loss_fn).items()}
+    loss = loss_fn(functional_call(model, w, (x_s,)), y_s) + loss_fn(functional_call(model, w, (x_q,)), y_q)
+    return dict(zip(w, torch.autograd.grad(loss, list(w.values()))))
+
+
+def fo_inner_on_both(model, theta, x_s, y_s, x_q, y_q, alpha, steps, loss_fn):
+    return ch05.reference_fomaml_direction(model, theta, torch.cat([x_s, x_q]), torch.cat([y_s, y_q]), x_q, y_q,
+                                           alpha, steps, loss_fn)
+
+
+def fo_l1(model, theta, x_s, y_s, x_q, y_q, alpha, steps, loss_fn):  # ignores loss_fn, its own loss
+    return ch05.reference_fomaml_direction(model, theta, x_s, y_s, x_q, y_q, alpha, steps, F.l1_loss)
 
 
 def fo_swapped(model, theta, x_s, y_s, x_q, y_q, alpha, steps, loss_fn):
@@ -426,7 +534,7 @@ def fo_partial(model, theta, x_s, y_s, x_q, y_q, alpha, steps, loss_fn):
     raise NotImplementedError
 
 
-@pytest.mark.parametrize("fn", [ch05.reference_fomaml_direction, fo_good, fo_backward])
+@pytest.mark.parametrize("fn", [ch05.reference_fomaml_direction, fo_good, fo_backward, fo_detached_result])
 def test_fomaml_right_answers_pass(fn):
     assert ch05.fomaml_direction(fn) is fn
     assert status("5.3") == "right", message("5.3")
@@ -445,6 +553,11 @@ def test_fomaml_right_answers_pass(fn):
     (fo_second_order, "MAML's second-order gradient"),
     (fo_negated, "sign is flipped"),
     (fo_mse, "loss_fn is ignored"),
+    (fo_l1, "returns the same result for loss_fn = F.mse_loss and for loss_fn = a Huber"),
+    (fo_create_graph, "the exercise asks for detached tensors"),
+    (fo_query_with_support, "support and query together (torch.cat"),
+    (fo_support_plus_query_loss, "support loss plus the query loss"),
+    (fo_inner_on_both, "inner loop ran on support and query together"),
     (fo_fixed_alpha, "alpha is ignored"),
     (fo_model_weights, "model's own weights, not from theta"),
     (fo_optimizer_on_model, "changed the model's own weights"),

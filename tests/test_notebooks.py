@@ -40,7 +40,8 @@ WRONG = {
                       "Reptile's direction theta - theta'"),
     "04_meta_lstm.ipynb": ("return torch.stack(losses).mean()", "return torch.stack(losses).sum()",
                            "task losses are summed (mean vs sum)"),
-    "05_reptile.ipynb": ("    for _ in range(steps):\n", "    for _ in range(steps - 1):\n", "one step too few"),
+    "05_reptile.ipynb": ("    return {k: theta[k] + epsilon * sum(w[k] - theta[k] for w in adapted) / B for k in theta}",
+                         "    return {k: epsilon * sum(w[k] for w in adapted) / B for k in theta}", "theta is forgotten"),
     "06_leo.ipynb": ("(grad_z,) = torch.autograd.grad(loss, z, create_graph=create_graph)",
                      "loss.backward(); grad_z = z.grad", "your function calls .backward()"),
 }

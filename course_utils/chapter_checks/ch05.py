@@ -8,11 +8,15 @@ Each probe calls the student's function several times with different values of e
 (epsilon, the number of tasks, alpha, steps, loss_fn, theta different from the model's own weights),
 so that ignoring an argument fails, and matches a wrong answer against the chapter's classic mistakes:
 the update's sign, summing instead of averaging, epsilon left out or applied twice, torch.lerp's
-weight swapped, one task only; one inner step, one step too few or too many, every gradient taken at
-the initial point theta, the model's own weights used instead of theta, adaptation not reset between
-tasks, an adapted theta' that keeps the autograd graph; in first-order MAML's direction: support and
-query mixed up, no adaptation, Reptile's direction (theta - theta')/alpha or theta' - theta instead,
-the last inner step's gradient, MAML's second-order gradient, a flipped sign.
+weight swapped, theta forgotten, theta updated task by task inside the batch, one task only; one inner
+step, one step too few or too many, every gradient taken at the initial point theta, .grad never zeroed
+between steps, the model's own weights used instead of theta, adaptation not reset between tasks, an
+adapted theta' that keeps the autograd graph; in first-order MAML's direction: support and query mixed
+up or used together, no adaptation, Reptile's direction (theta - theta')/alpha or theta' - theta
+instead, the last inner step's gradient, MAML's second-order gradient, a flipped sign, a direction that
+keeps the autograd graph (create_graph=True). Where no listed mistake matches, the probe calls the
+student's function again with another loss function: an unchanged result means loss_fn is ignored,
+whatever loss the code computes instead.
 """
 from __future__ import annotations
 
@@ -148,6 +152,53 @@ def _call(fn: Callable, *args):
         raise
 
 
+def _matches(a: Tensor, b: Tensor, atol: float, rtol: float) -> bool:
+    return a.shape == b.shape and torch.allclose(a.double(), b.double(), atol=atol, rtol=rtol)
+
+
+def _diagnose(actual: Tensor, expected: Tensor, what: str, mistakes: dict[str, Tensor], atol: float,
+              rtol: float, behaviour: Sequence[Callable[[Tensor], str]] = ()) -> None:
+    """:func:`diagnose`, with behavioural tests tried before its last-resort "differs at" message.
+
+    Each test gets the student's (wrong) result and returns an explanation, or "" if it does not apply.
+    """
+    if not _matches(actual, expected, atol, rtol) and not any(
+            _matches(actual, w, atol, rtol) for w in mistakes.values()):
+        for test in behaviour:
+            found = test(actual)
+            if found:
+                raise Mistake(f"{what}: wrong. It looks like {found}")
+    diagnose(actual, expected, what, mistakes, atol=atol, rtol=rtol)
+
+
+def _other_loss(loss_fn: LossFn) -> tuple[LossFn, str]:
+    return (_huber, "a Huber loss") if loss_fn is F.mse_loss else (F.mse_loss, "F.mse_loss")
+
+
+def _loss_ignored(fn: Callable, args: tuple, loss_fn: LossFn, atol: float, rtol: float) -> Callable:
+    """A behavioural test: the same call with another loss function gives the same result."""
+    other, name = _other_loss(loss_fn)
+    this = "F.mse_loss" if loss_fn is F.mse_loss else "a Huber loss"
+
+    def test(actual: Tensor) -> str:
+        try:
+            again = _vec(fn(*args, other))
+        except Exception:  # noqa: BLE001 - a crash here says nothing about loss_fn
+            return ""
+        if _matches(actual, again, atol, rtol):
+            return (f"loss_fn is ignored: your function returns the same result for loss_fn = {this} and "
+                    f"for loss_fn = {name}, so it does not use loss_fn (is a loss written out in your "
+                    "code?). Compute the loss with loss_fn(prediction, y), the loss the caller passes.")
+        return ""
+    return test
+
+
+def _graph_kept(out: Params, what: str, why: str, hint: str) -> None:
+    kept = [k for k, v in out.items() if v.grad_fn is not None]
+    expect(not kept, f"{what} keeps the autograd graph ({', '.join(repr(k) for k in kept)} have a grad_fn); "
+           f"the exercise asks for detached tensors. {why}", hint)
+
+
 def _device_agnostic(fn: Callable, *args, what: str) -> None:
     """A tensor made without ``device=`` (caught on the ``meta`` device, on any machine)."""
     expect_device_agnostic(getattr(fn, "__wrapped__", fn), *args, what=what)
@@ -173,6 +224,9 @@ def _update_mistakes(theta: Params, adapted: Sequence[Params], eps: float) -> di
         "theta + epsilon * theta'.": {k: theta[k] + eps * mean_w[k] for k in theta},
         "it returns the step epsilon * mean(theta'_i - theta) alone: add it to theta.":
             {k: eps * step[k] for k in theta},
+        "theta is forgotten: this is epsilon * mean(theta'_i). The update is theta + epsilon * "
+        "(mean(theta'_i) - theta): theta appears twice, once as the starting point and once inside the "
+        "difference.": {k: eps * mean_w[k] for k in theta},
     }
     if b > 1:
         out.update({
@@ -186,6 +240,15 @@ def _update_mistakes(theta: Params, adapted: Sequence[Params], eps: float) -> di
             "only the first task's theta' is used; average over all the tasks of the batch.":
                 {k: theta[k] + eps * (adapted[0][k] - theta[k]) for k in theta},
         })
+        # theta updated task by task inside the batch: each difference taken from the already-moved theta
+        for scale, how in ((eps, "epsilon"), (eps / b, "epsilon / B")):
+            th = dict(theta)
+            for w in adapted:
+                th = {k: th[k] + scale * (w[k] - th[k]) for k in theta}
+            out[f"theta is updated task by task inside the batch (a step of {how} towards each theta'_i "
+                "in turn, each difference taken from the theta the previous task already moved): the "
+                "batched update takes every theta'_i - theta from the same theta, averages them, and "
+                "steps once. Compute the mean first, then update theta."] = th
     return {m: _vec(v) for m, v in out.items()}
 
 
@@ -229,6 +292,19 @@ def reptile_update(student: Callable) -> Callable:
 
 # ----------------------------------------------------------------------------- 5.2
 
+def _accumulated(model: nn.Module, theta: Params, x: Tensor, y: Tensor, alpha: float, steps: int,
+                 loss_fn: LossFn) -> Tensor:
+    """theta' when .grad is never zeroed: step j subtracts alpha * (g_0 + ... + g_j)."""
+    w = {k: v.detach().clone() for k, v in theta.items()}
+    acc = {k: torch.zeros_like(v) for k, v in w.items()}
+    for _ in range(steps):
+        leaves = {k: v.requires_grad_() for k, v in w.items()}
+        g = torch.autograd.grad(loss_fn(functional_call(model, leaves, (x,)), y), list(leaves.values()))
+        acc = {k: acc[k] + gk for k, gk in zip(acc, g)}
+        w = {k: (v - alpha * acc[k]).detach() for k, v in leaves.items()}
+    return _vec(w)
+
+
 def _inner_variants(model: nn.Module, theta: Params, x: Tensor, y: Tensor, alpha: float, steps: int,
                     loss_fn: LossFn, model_theta: Params | None) -> dict[str, Tensor]:
     """The classic wrong inner loops, computed for this call."""
@@ -247,6 +323,10 @@ def _inner_variants(model: nn.Module, theta: Params, x: Tensor, y: Tensor, alpha
         "every step uses the gradient at the initial point theta: recompute the gradient at the current "
         "w at each step.": _vec({k: theta[k] - steps * alpha * gk for k, gk in zip(theta, g0)}),
         "theta' equals theta: no step was taken (return the adapted weights).": _vec(theta),
+        "the gradients accumulate from step to step: .grad is never zeroed, so each step subtracts the "
+        "sum of all the gradients so far (backward() adds to .grad). Zero it before every backward() "
+        "(optimizer.zero_grad(), or v.grad = None), or use torch.autograd.grad, which returns fresh "
+        "gradients.": _accumulated(model, theta, x, y, alpha, steps, loss_fn),
     }
     if loss_fn is not F.mse_loss:
         out["loss_fn is ignored (this is theta' for F.mse_loss): compute the loss with "
@@ -289,12 +369,16 @@ def _probe_inner_loop(fn: Callable) -> None:
                      "`alpha`)."] = _vec(reference_inner_loop(model, saved, x, y, prev_alpha, steps, loss_fn))
         mistakes.update(_inner_variants(model, saved, x, y, alpha, steps, loss_fn,
                                         own if which == "shifted" else None))
-        diagnose(_vec(out), _vec(reference_inner_loop(model, saved, x, y, alpha, steps, loss_fn)), what,
-                 mistakes, atol=1e-10, rtol=1e-8)
-        kept = [k for k, v in out.items() if v.grad_fn is not None]
-        expect(not kept, f"theta' keeps the autograd graph ({', '.join(repr(k) for k in kept)} have a "
-               "grad_fn): detach it. Reptile needs no graph through the inner loop, and keeping one makes "
-               "memory grow with T.", "Build each step's new weights with (v - alpha * g).detach().")
+        _diagnose(_vec(out), _vec(reference_inner_loop(model, saved, x, y, alpha, steps, loss_fn)), what,
+                  mistakes, 1e-10, 1e-8,
+                  behaviour=[_loss_ignored(fn, (model, theta, x, y, alpha, steps), loss_fn, 1e-10, 1e-8)])
+        _graph_kept(out, "theta'", "Reptile never differentiates through theta': a graph kept on it holds "
+                    "every inner step's activations in memory (memory grows with T) and, when theta requires "
+                    "gradients, ties theta' to theta, so every theta' you keep (a batch of tasks, a log) keeps "
+                    "its whole inner loop alive.",
+                    "Start from a detached copy, w = {k: v.detach() for k, v in theta.items()} (with "
+                    "torch.func.grad too: started from dict(theta), its gradients carry theta's graph), and "
+                    "build each step's new weights with (v - alpha * g).detach().")
         prev, prev_alpha = {k: v.detach().clone() for k, v in out.items()}, alpha
     x, y, _, _ = tasks[0]
     _device_agnostic(fn, model, own, x, y, 0.1, 2, F.mse_loss, what="inner_loop")
@@ -333,6 +417,11 @@ def _fo_variants(model, theta, task, alpha, steps, loss_fn, model_theta) -> dict
                                                 list(leaves.values()))))
     rep = {k: (theta[k] - w[k]) / alpha for k in theta}
     right = _vec(fo())
+    x_sq, y_sq = torch.cat([x_s, x_q]), torch.cat([y_s, y_q])
+    leaves = {k: v.clone().requires_grad_() for k, v in w.items()}
+    both = dict(zip(leaves, torch.autograd.grad(
+        loss_fn(functional_call(model, leaves, (x_s,)), y_s) + loss_fn(functional_call(model, leaves, (x_q,)), y_q),
+        list(leaves.values()))))
     out = {
         "support and query are swapped: adapt on (x_s, y_s), then take the gradient of the loss on "
         "(x_q, y_q) at theta'.": fo(xs=x_q, ys=y_q, xq=x_s, yq=y_s),
@@ -342,6 +431,13 @@ def _fo_variants(model, theta, task, alpha, steps, loss_fn, model_theta) -> dict
         "step), what FOMAML would use without a separate query set: take the query loss's gradient at "
         "theta'.": last,
         "the inner loop ran on the query set: adapt on the support set (x_s, y_s).": fo(xs=x_q, ys=y_q),
+        "the gradient at theta' is of the loss on support and query together (torch.cat of the two "
+        "sets): first-order MAML's direction uses the query set (x_q, y_q) alone, data the inner loop "
+        "has not seen.": fo(xq=x_sq, yq=y_sq),
+        "the gradient at theta' is of the support loss plus the query loss: first-order MAML's direction "
+        "uses the query loss alone, on data the inner loop has not seen.": both,
+        "the inner loop ran on support and query together: adapt on the support set (x_s, y_s) alone, "
+        "and keep the query set for the direction.": fo(xs=x_sq, ys=y_sq),
         "the gradient is taken at the initial point theta, without adapting first (that is joint "
         "training, not MAML): take it at theta' = inner_loop(...).": fo(t=0),
         f"theta' came from one inner step; use `steps` (here {steps}).": fo(t=1),
@@ -406,8 +502,15 @@ def _probe_fomaml(fn: Callable) -> None:
                 _vec(reference_fomaml_direction(model, saved, *task, prev_alpha, steps, loss_fn))
         mistakes.update(_fo_variants(model, saved, task, alpha, steps, loss_fn,
                                      own if which == "shifted" else None))
-        diagnose(_vec(out), _vec(reference_fomaml_direction(model, saved, *task, alpha, steps, loss_fn)),
-                 what, mistakes, atol=1e-10, rtol=1e-8)
+        _diagnose(_vec(out), _vec(reference_fomaml_direction(model, saved, *task, alpha, steps, loss_fn)),
+                  what, mistakes, 1e-10, 1e-8,
+                  behaviour=[_loss_ignored(fn, (model, theta, *task, alpha, steps), loss_fn, 1e-10, 1e-8)])
+        _graph_kept(out, "the direction", "It is a constant handed to the optimiser as .grad, and first-order "
+                    "MAML differentiates nothing through it; a graph kept on it (a gradient taken with "
+                    "create_graph=True, or through a theta' that still has its graph) holds the inner loop in "
+                    "memory and builds second-order terms that nobody uses.",
+                    "Take the gradient without create_graph, with respect to detached leaves "
+                    "{k: v.detach().requires_grad_() ...} of theta' (or .detach() what you return).")
         prev_w, prev_alpha = reference_inner_loop(model, saved, task[0], task[1], alpha, steps, loss_fn), alpha
     _device_agnostic(fn, model, own, *tasks[0], 0.1, 2, F.mse_loss, what="fomaml_direction")
 
