@@ -113,7 +113,7 @@ def problems(nb: nbformat.NotebookNode) -> list[str]:
     return found
 
 
-def execute(path: Path, timeout: int = 1800) -> float:
+def execute(path: Path, timeout: int = 600) -> float:
     """Run the notebook top to bottom in its own folder, save it cleaned; return the seconds taken."""
     from nbclient import NotebookClient
 

@@ -232,6 +232,18 @@ def dist_eps_after_root(z1, z2):
     return ((z1 - z2) ** 2).sum(-1).sqrt() + 1e-12
 
 
+def dist_clamp_after_root(z1, z2):  # clamping after the root: the same mistake as eps after it
+    return ((z1 - z2) ** 2).sum(-1).sqrt().clamp_min(1e-12)
+
+
+def dist_detach_z1(z1, z2):  # no gradient reaches z1
+    return ((z1.detach() - z2) ** 2).sum(-1).add(1e-12).sqrt()
+
+
+def dist_data_z2(z1, z2):  # no gradient reaches z2
+    return ((z1 - z2.data) ** 2).sum(-1).add(1e-12).sqrt()
+
+
 def dist_squared(z1, z2):
     return ((z1 - z2) ** 2).sum(-1)
 
@@ -316,7 +328,10 @@ def test_the_zero_bound_admits_eps_1e_6_in_float32():
 @pytest.mark.parametrize("fn,phrase", [
     (dist_naive, "NaN where the two embeddings are identical"),
     (dist_where, "NaN where the two embeddings are identical"),
-    (dist_eps_after_root, "NaN where the two embeddings are identical"),
+    (dist_eps_after_root, "The eps goes under the root, not after it"),
+    (dist_clamp_after_root, "The eps goes under the root, not after it"),
+    (dist_detach_z1, "no gradient reaches z1"),
+    (dist_data_z2, "no gradient reaches z2"),
     (dist_squared, "SQUARED distance"),
     (dist_l1, "L1 (Manhattan)"),
     (dist_mean, "averaged the squared differences"),
@@ -340,6 +355,19 @@ def test_distance_mistakes_are_named(fn, phrase):
 def test_nan_message_explains_the_fix():
     ch01.euclidean_distance(dist_naive)
     assert "0 · inf = NaN" in message("1.2") and "sqrt(u + 1e-12)" in message("1.2")
+
+
+def test_eps_after_the_root_gets_its_own_line_not_the_generic_one():
+    ch01.euclidean_distance(dist_eps_after_root)
+    assert "AFTER the square root" in message("1.2") and "0 · inf = NaN" not in message("1.2")
+    ch01.euclidean_distance(dist_naive)  # a plain sqrt keeps the generic explanation
+    assert "AFTER the square root" not in message("1.2")
+
+
+def test_a_detached_input_is_not_reported_as_a_check_failure():
+    ch01.euclidean_distance(dist_detach_z1)
+    assert "could not use what your function returned" not in message("1.2")
+    assert "allow_unused" not in message("1.2")
 
 
 # ----------------------------------------------------------------------------- 1.3
@@ -377,6 +405,43 @@ def pairs_shuffled(classes, n_pairs, generator=None):  # right, in a random orde
     x1, x2, y = siamese.sample_pairs(classes, n_pairs, generator)
     order = torch.randperm(n_pairs, generator=generator)
     return x1[order], x2[order], y[order]
+
+
+def pairs_interleaved(classes, n_pairs, generator=None):  # right: same / different pairs alternate
+    x1, x2, y = siamese.sample_pairs(classes, n_pairs, generator)
+    h = n_pairs // 2
+    order = torch.stack([torch.arange(h), h + torch.arange(h)], 1).reshape(-1)
+    return x1[order], x2[order], y[order]
+
+
+def pairs_odd_value_error(classes, n_pairs, generator=None):  # right: refuses an odd n_pairs itself
+    if n_pairs % 2:
+        raise ValueError("n_pairs must be even")
+    return pairs_vectorised(classes, n_pairs, generator)
+
+
+def pairs_odd_ceil(classes, n_pairs, generator=None):  # odd n_pairs: (n_pairs + 1) // 2 of each, one pair too many
+    return pairs_vectorised(classes, 2 * ((n_pairs + 1) // 2), generator)
+
+
+def pairs_odd_unbalanced(classes, n_pairs, generator=None):  # odd n_pairs: n_pairs pairs, one more negative
+    x1, x2, y = siamese.sample_pairs(classes, 2 * ((n_pairs + 1) // 2), generator)
+    keep = torch.arange(n_pairs) + (n_pairs % 2)  # drops one similar pair when n_pairs is odd
+    return x1[keep], x2[keep], y[keep]
+
+
+def pairs_shared_example_index(classes, n_pairs, generator=None):  # negatives: one k for both classes
+    C, M, h = len(classes), classes.min_examples(), n_pairs // 2
+    pos = [(_r(C, generator), *_distinct(M, generator)) for _ in range(h)]
+    neg = [(c1, k, c2, k) for c1, _, c2, k in (_good_neg(C, M, generator) for _ in range(h))]
+    return _build(classes, pos, neg)
+
+
+def pairs_next_example_negatives(classes, n_pairs, generator=None):  # negatives: k2 = k1 + 1
+    C, M, h = len(classes), classes.min_examples(), n_pairs // 2
+    pos = [(_r(C, generator), *_distinct(M, generator)) for _ in range(h)]
+    neg = [(c1, k, c2, (k + 1) % M) for c1, k, c2, _ in (_good_neg(C, M, generator) for _ in range(h))]
+    return _build(classes, pos, neg)
 
 
 def pairs_inverted(classes, n_pairs, generator=None):
@@ -547,7 +612,8 @@ def pairs_partial(classes, n_pairs, generator=None):
     raise NotImplementedError("negatives not written yet")
 
 
-@pytest.mark.parametrize("fn", [siamese.sample_pairs, pairs_notebook, pairs_vectorised, pairs_shuffled])
+@pytest.mark.parametrize("fn", [siamese.sample_pairs, pairs_notebook, pairs_vectorised, pairs_shuffled,
+                                pairs_interleaved, pairs_odd_value_error])
 def test_pair_sampler_right_answers_pass(fn):
     ch01.sample_pairs(fn)
     assert status("1.3") == "right", message("1.3")
@@ -565,6 +631,11 @@ def test_pair_sampler_right_answers_pass(fn):
     (pairs_one_class_per_batch, "not once per batch"),
     (pairs_skewed, "do not draw the classes uniformly"),
     (pairs_tiled, "your batch repeats pairs"),
+    (pairs_shared_example_index, "share one example index"),
+    (pairs_shared_example_index, "the second example is not drawn independently of the first"),
+    (pairs_next_example_negatives, "possible (first, second) example indices"),
+    (pairs_odd_ceil, "with an odd n_pairs=9 your sampler returned 10 pairs"),
+    (pairs_odd_unbalanced, "never an unbalanced batch"),
     (pairs_reseeded, "every training step would see the same batch"),
     (pairs_python_random, "seeded alike gave different pairs"),
     (pairs_uint8_scale, "should be in [0, 1]"),
@@ -583,6 +654,19 @@ def test_pair_sampler_right_answers_pass(fn):
 def test_pair_sampler_mistakes_are_named(fn, phrase):
     ch01.sample_pairs(fn)
     assert_wrong("1.3", phrase)
+
+
+def test_shared_example_index_is_not_reported_as_repeated_pairs():
+    ch01.sample_pairs(pairs_shared_example_index)
+    assert "repeats pairs" not in message("1.3"), message("1.3")
+
+
+def test_odd_n_pairs_gives_half_of_each_in_the_notebook_and_the_reference_refuses_it():
+    cs = ch01._pair_probe_classes()
+    x1, x2, y = pairs_notebook(cs, 9, torch.Generator().manual_seed(0))
+    assert len(y) == 8 and int((y == 0).sum()) == 4
+    with pytest.raises(ValueError):
+        siamese.sample_pairs(cs, 9)
 
 
 def test_pair_sampler_randomness_checks_hold_for_many_valid_streams():
@@ -663,6 +747,23 @@ def clf_misaligned_loop(score_pairs, support_x, support_y, query_x, n_way):  # w
     return torch.stack([s[:, support_y == c].max(1).values for c in range(n_way)], 1)
 
 
+def clf_both_repeat(score_pairs, support_x, support_y, query_x, n_way):  # .repeat on both sides
+    nq, ns = len(query_x), len(support_x)
+    s = score_pairs(query_x.repeat(ns, 1), support_x.repeat(nq, 1)).reshape(nq, ns)
+    return torch.stack([s[:, support_y == c].max(1).values for c in range(n_way)], 1)
+
+
+def clf_both_interleave(score_pairs, support_x, support_y, query_x, n_way):  # repeat_interleave on both sides
+    nq, ns = len(query_x), len(support_x)
+    s = score_pairs(query_x.repeat_interleave(ns, 0), support_x.repeat_interleave(nq, 0)).reshape(nq, ns)
+    return torch.stack([s[:, support_y == c].max(1).values for c in range(n_way)], 1)
+
+
+def clf_shot_major(score_pairs, support_x, support_y, query_x, n_way):  # assumes one of each class, then the next
+    s = _scores(score_pairs, support_x, query_x)
+    return s.reshape(len(query_x), -1, n_way).max(1).values
+
+
 def clf_broadcast(score_pairs, support_x, support_y, query_x, n_way):
     return score_pairs(query_x, support_x)
 
@@ -725,7 +826,10 @@ def test_classify_right_answers_pass(fn):
     (clf_negated, "treated the score as a distance"),
     (clf_mean, "averaged the scores"),
     (clf_min, "WORST match"),
-    (clf_class_major, "sorted by class"),
+    (clf_class_major, "sorted by class (class-major"),
+    (clf_shot_major, "sorted by class (shot-major"),
+    (clf_both_repeat, "with .repeat on both sides"),
+    (clf_both_interleave, "with repeat_interleave on both sides"),
     (clf_labels, "you returned labels"),
     (clf_misaligned, "pairs are misaligned"),
     (clf_misaligned_loop, "pairs are misaligned"),

@@ -29,9 +29,9 @@ TIMES = ROOT / ".pytest_cache" / "notebook_times.json"
 # a phrase the check's message must contain). Each is inside one exercise's solution region.
 WRONG = {
     "00_few_shot_tasks.ipynb": ("1.96 * a.std()", "2 * a.std()", "z = 2 instead of 1.96"),
-    "01_contrastive_siamese.ipynb": ("    return (1 - Y) * D ** 2 + Y * torch.clamp(margin - D, min=0) ** 2",
-                                     "    return Y * D ** 2 + (1 - Y) * torch.clamp(margin - D, min=0) ** 2",
-                                     "the seed article's mistake"),
+    "01_contrastive_siamese.ipynb": ("return ((z1 - z2) ** 2).sum(dim=-1).add(1e-12).sqrt()",
+                                     "return ((z1 - z2) ** 2).sum(dim=-1).sqrt() + 1e-12",
+                                     "The eps goes under the root, not after it"),
     "02_matching_prototypical.ipynb": ("return torch.softmax(scale * (f @ g.T), dim=1)",
                                        "return torch.softmax(scale * (f @ g.T), dim=0)",
                                        "the softmax runs over the queries (dim=0)"),

@@ -8,9 +8,11 @@ every argument of the exercise's signature (so that ignoring one fails) and name
 classic mistakes: inverted labels (the seed article's), a missing square, the margin on the wrong
 term, a hinge on squared distances, a mean or sum instead of per-pair losses, NaN gradients at zero
 distance, the wrong axis, an eps so large that D(x, x) is not about 0, unbalanced, non-random or
-repeated pairs, integer labels or float64 images, a support set assumed sorted by class, scores of
-the wrong set, an ignored ``score_pairs``. When an answer is wrong in no known way, the message shows
-the inputs of the first wrong value.
+repeated pairs, a second example not drawn independently of the first, an odd ``n_pairs`` answered with
+too many or unbalanced pairs, integer labels or float64 images, a support set assumed sorted by class
+(class- or shot-major), misaligned (query, support) pairs, scores of the wrong set, an ignored
+``score_pairs``; no gradient reaching one embedding, eps after the root. When an answer is wrong in no
+known way, the message shows the inputs of the first wrong value.
 
 The notation is the course's: D distance, m margin, Y pair label with Y = 0 for a similar pair
 (Hadsell et al. 2006). Hadsell et al.'s factor 1/2 in front of the loss is accepted (both forms are
@@ -224,6 +226,16 @@ NAN_AT_ZERO = ("the gradient is NaN where the two embeddings are identical (dist
 NAN_HINT = ("Keep sqrt away from 0: torch.sqrt(u + 1e-12) (or u.clamp_min(1e-12).sqrt()). The eps goes under "
             "the root, not after it; torch.where(u > 0, u.sqrt(), 0) does NOT help: the NaN comes from the "
             "branch not taken.")
+EPS_AFTER_ROOT = ("the gradient is NaN where the two embeddings are identical, although your D(x, x) = {d0:.3g} is "
+                  "not 0 there: you added eps (or clamped) AFTER the square root, sqrt(u) + eps. That moves the value "
+                  "of D, not its gradient: the derivative of sqrt(u), 1 / (2 sqrt(u)), is still infinite at u = 0, "
+                  "and autograd multiplies it by du/dz = 0, giving NaN. The eps goes under the root, not after it: "
+                  "sqrt(u + eps).")
+NO_GRADIENT = ("no gradient reaches {name}: your distance does not depend on {name} in the autograd graph (a "
+               ".detach(), .data, .item() or NumPy copy of {name}). In a Siamese network both embeddings come "
+               "from the same network, and its shared weights must get gradient through both branches, so D "
+               "must be differentiable in z1 AND z2.")
+NO_GRADIENT_HINT = "Compute D from z1 and z2 themselves, with tensor operations, and do not detach either of them."
 WRONG_AXIS = ("you reduced over the wrong axis: dim=0 runs over the pairs, so you mixed different pairs "
               "together. Sum the squared differences over the coordinates of each row, dim=-1 (or dim=1).")
 
@@ -272,8 +284,14 @@ def _probe_euclidean_distance(fn: Callable) -> None:
     expect(float(zero.max()) <= ZERO_DISTANCE_BOUND,
            f"for identical embeddings your distance is {float(zero.max()):.3g}, not ≈ 0 (the check accepts up to "
            "about 1e-3).")
-    gz1, gz2 = torch.autograd.grad(out.sum(), (z1, z2))
+    gz1, gz2 = torch.autograd.grad(out.sum(), (z1, z2), allow_unused=True)
+    for grad, name in ((gz1, "z1"), (gz2, "z2")):
+        if grad is None:
+            raise Mistake(NO_GRADIENT.format(name=name), NO_GRADIENT_HINT)
     if not (torch.isfinite(gz1).all() and torch.isfinite(gz2).all()):
+        at_zero = out.detach().double()[[0, 3]]
+        if float(at_zero.min()) > 0:  # D(x, x) moved off 0, yet the gradient there is NaN: eps after the root
+            raise Mistake(EPS_AFTER_ROOT.format(d0=float(at_zero.min())), NAN_HINT)
         raise Mistake(NAN_AT_ZERO, NAN_HINT)
     z1b, z2b = a.clone().requires_grad_(True), b.clone().requires_grad_(True)
     (gsq,) = torch.autograd.grad((fn(z1b, z2b) ** 2).sum(), z1b)
@@ -409,11 +427,36 @@ def _probe_sample_pairs(fn: Callable) -> None:
            "two calls with the SAME generator gave the same pairs: every training step would see the same batch. "
            "Draw from the generator you are given, do not re-seed it or copy its state.")
     _check_pair_batch(fn(cs, 2, None), cs, 2, "with n_pairs=2 and generator=None")
+    _check_odd_n_pairs(fn, cs)
     for s in PROBE_SEEDS[1:]:
         outs[s] = fn(cs, p, torch.Generator().manual_seed(s))
     batches = {s: _check_pair_batch(o, cs, p, f"with seed {s}, the pairs") for s, o in outs.items()}
     _check_randomness(batches, half)
     _expect_class_set_unchanged(cs, before)
+
+
+ODD_PAIRS = 9
+
+
+def _check_odd_n_pairs(fn: Callable, cs: ClassSet) -> None:
+    """An odd n_pairs: n_pairs // 2 of each kind (n_pairs - 1 pairs), or a ValueError; never more, never unbalanced."""
+    n, half = ODD_PAIRS, ODD_PAIRS // 2
+    try:
+        out = fn(cs, n, torch.Generator().manual_seed(n))
+    except ValueError:
+        return  # refusing an odd n_pairs is allowed (the reference does)
+    what = f"with an odd n_pairs={n}"
+    if isinstance(out, (tuple, list)) and len(out) == 3 and isinstance(out[2], Tensor) and out[2].dim() == 1:
+        y = out[2]
+        if len(y) != 2 * half or int((y == 0).sum()) != half:
+            n0 = int((y == 0).sum())
+            raise Mistake(f"{what} your sampler returned {len(y)} pairs ({n0} with Y = 0, {len(y) - n0} with Y = 1); "
+                          f"it should return n_pairs // 2 = {half} of each kind, {2 * half} pairs in all (or raise a "
+                          "ValueError): never more pairs than asked for, and never an unbalanced batch.",
+                          "Compute half = n_pairs // 2 once and draw half pairs of each kind.")
+    c1, e1, c2, e2, y, same = _check_pair_batch(out, cs, 2 * half, what + ", the pairs")
+    expect(bool(same[y == 0].all()) and bool((~same[y == 1]).all()),
+           f"{what}, some pairs labelled Y = 0 hold two classes or pairs labelled Y = 1 hold one class twice.")
 
 
 def _expect_class_set_unchanged(cs: ClassSet, before: list[Tensor]) -> None:
@@ -477,6 +520,21 @@ def _check_randomness(batches: dict, half: int) -> None:
            f"your different-class pairs use only {len(combos)} of the {possible} possible pairs of classes (over "
            f"{n} seeds): the second class is not drawn independently of the first (e.g. always the next class).",
            "Draw the second class at random among the other classes, e.g. (c1 + 1 + randint(C - 1)) % C.")
+    # different-class pairs: the second image's example index must not follow from the first's
+    e_pairs = [(int(a), int(b)) for s in seeds for a, b in zip(neg[s][1], neg[s][3])]
+    shared = sum(a == b for a, b in e_pairs)
+    expect(shared <= 0.4 * len(e_pairs),
+           f"in {shared} of your {len(e_pairs)} different-class pairs (over {n} seeds) the two images share one "
+           f"example index (the same i in both classes): the second example is not drawn independently of the "
+           f"first (independent draws share an index about 1 time in {M}: some {len(e_pairs) / M:.0f} of these "
+           f"{len(e_pairs)}).",
+           "Draw each image's example index on its own: one torch.randint for the first class's example, another "
+           "for the second class's.")
+    combos = set(e_pairs)
+    expect(len(combos) >= M * M - 3,
+           f"your different-class pairs use only {len(combos)} of the {M * M} possible (first, second) example "
+           f"indices (over {n} seeds): the second example is not drawn independently of the first (e.g. always "
+           "the next index, i + 1).", "Draw each image's example index on its own, with its own torch.randint.")
     # repeated pairs within one batch
     k_pos = C * M * (M - 1) // 2
     expected = k_pos * (1 - (1 - 1 / k_pos) ** half)
@@ -529,6 +587,26 @@ def _table(score: Callable, rows: Tensor, cols: Tensor) -> Tensor:
     return score(rows.repeat_interleave(ns, 0), cols.repeat(nq, 1)).reshape(nq, ns)
 
 
+def _layout(score: Callable, rows: Tensor, cols: Tensor, rows_by: str, cols_by: str) -> Tensor:
+    """The (NQ, NS) table a student gets by tiling rows and columns each with ``repeat`` or ``repeat_interleave``
+    (the right layout is rows by repeat_interleave, columns by repeat) and reshaping to (NQ, NS)."""
+    nq, ns = len(rows), len(cols)
+    a = rows.repeat_interleave(ns, 0) if rows_by == "interleave" else rows.repeat(ns, 1)
+    b = cols.repeat_interleave(nq, 0) if cols_by == "interleave" else cols.repeat(nq, 1)
+    return score(a, b).reshape(nq, ns)
+
+
+BOTH_REPEAT = ("your pairs are misaligned: with .repeat on both sides, pair i is (query i mod NQ, support i mod NS), "
+               "so most (query, support) combinations are never scored and others are scored many times. Repeat each "
+               "query NS times in a row (repeat_interleave) and the whole support set NQ times (repeat), then reshape "
+               "to (NQ, NS).")
+BOTH_INTERLEAVE = ("your pairs are misaligned: with repeat_interleave on both sides, pair i is (query i // NS, support "
+                   "i // NQ), so most (query, support) combinations are never scored. Repeat each query NS times in a "
+                   "row (repeat_interleave) and the whole support set NQ times (repeat), then reshape to (NQ, NS).")
+SORTED = ("you assumed the support set is sorted by class ({how}); it comes in any order: use support_y to find "
+          "each class's columns, e.g. s[:, support_y == c].")
+
+
 def _best(s: Tensor, labels: Tensor, n: int, how: str = "max") -> Tensor:
     cols = [s[:, labels == c] for c in range(n)]
     if how == "max":
@@ -579,8 +657,11 @@ def _probe_classify(fn: Callable) -> None:
         "you took the WORST match of each class (min); take the best match (max).": _best(s, sy, 3, "min"),
         "you treated the score as a distance: a HIGHER score means MORE alike, so keep it as it is "
         "(don't negate it).": -_best(s, sy, 3, "min"),
-        "you assumed the support set is sorted by class (class-major reshape); use support_y to find "
-        "each class's columns, e.g. s[:, support_y == c].": s.reshape(6, 3, 2).max(-1).values,
+        SORTED.format(how="class-major, a reshape to (NQ, N, K)"): s.reshape(6, 3, 2).max(-1).values,
+        SORTED.format(how="shot-major, a reshape to (NQ, K, N), as if it held one example of every class, then "
+                      "the next"): s.reshape(6, 2, 3).max(1).values,
+        BOTH_REPEAT: _best(_layout(_toy_score, qx, sx, "repeat", "repeat"), sy, 3),
+        BOTH_INTERLEAVE: _best(_layout(_toy_score, qx, sx, "interleave", "interleave"), sy, 3),
         "you scored the queries against the QUERIES (the wrong set): compare each query with the support "
         "examples, score_pairs(query, support).": _best(_table(_toy_score, qx, qx), sy, 3),
         "you scored the support set against ITSELF (the wrong set): the rows must be the queries, "
@@ -602,6 +683,8 @@ def _probe_classify(fn: Callable) -> None:
         "(don't negate it).": -s1,
         "your pairs are misaligned: score query q against every support example (repeat_interleave the "
         "queries, repeat the support set), then reshape to (NQ, NS).": s1.t().reshape(4, 3),
+        BOTH_REPEAT: _layout(_toy_score, qx1, sx1, "repeat", "repeat"),
+        BOTH_INTERLEAVE: _layout(_toy_score, qx1, sx1, "interleave", "interleave"),
     })
     # K = 2, 5 queries, another similarity: score_pairs must be used (and NQ != NS tells the sets apart)
     qx3 = sx[[3, 0, 5, 2, 4]] + 0.3 * torch.randn(5, 2, generator=g)
