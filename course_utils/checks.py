@@ -77,7 +77,7 @@ def _where(exc: BaseException) -> str:
 _STUB = re.compile(r"^Exercise [\w.]+(: |$)")
 
 
-def _is_stub(exc: BaseException, number: str = "") -> bool:
+def _is_stub(exc: BaseException) -> bool:
     """The untouched stub: a ``NotImplementedError`` carrying the stub's own message.
 
     Any other ``NotImplementedError`` (a partly written answer's own, or torch's "derivative not
@@ -114,8 +114,8 @@ def _copy(obj: Any) -> Any:
     """A copy the student may change freely; tensors keep their autograd link to the original."""
     if isinstance(obj, Tensor):
         return obj.clone()
-    if isinstance(obj, dict):
-        return type(obj)((k, _copy(v)) for k, v in obj.items()) if type(obj) is dict else obj
+    if type(obj) is dict:
+        return {k: _copy(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_copy(v) for v in obj]
     if isinstance(obj, tuple) and type(obj) is tuple:
@@ -275,7 +275,7 @@ def run_check(number: str, title: str, student: Callable, reference: Callable,
         if guard.mutation:
             return _finish(Result(number, title, "wrong", guard.mutation), student, reference)
         if getattr(e, "_course_student", False):
-            if _is_stub(e, number):
+            if _is_stub(e):
                 return _finish(Result(number, title, "not attempted", str(e)), student, reference)
             extra = (" This NotImplementedError is not the exercise's stub, so it counts as an attempt: "
                      "finish the code or remove that line." if isinstance(e, NotImplementedError) else "")
@@ -385,7 +385,7 @@ def _close(a: Tensor, b: Tensor, atol: float, rtol: float) -> bool:
     return a.shape == b.shape and torch.allclose(a.double().cpu(), b.double().cpu(), atol=atol, rtol=rtol)
 
 
-def _float64_hint(a: Tensor, e: Tensor, atol: float, rtol: float) -> str:
+def _float64_hint(a: Tensor, e: Tensor) -> str:
     """Say "compute in float64" when a float32 answer is right up to float32 rounding."""
     if a.shape != e.shape or e.dtype != torch.float64:
         return ""
@@ -419,7 +419,7 @@ def expect_close(actual: Tensor | float, expected: Tensor | float, what: str, at
         raise Mistake(f"{what} has shape {tuple(a.shape)}, expected {tuple(e.shape)}.", hint)
     if _close(a, e, atol, rtol):
         return
-    f64 = _float64_hint(a, e, atol, rtol)
+    f64 = _float64_hint(a, e)
     if a.dim() == 0:
         raise Mistake(f"{what} is {_fmt(a.item(), e.item())}, expected {_fmt(e.item(), a.item())}.{f64}",
                       hint)
@@ -465,6 +465,8 @@ def expect_device_agnostic(fn: Callable, *args: Any, what: str = "your function"
             return o.detach().to("meta").requires_grad_(o.requires_grad)
         if isinstance(o, dict):
             return {k: to_meta(v) for k, v in o.items()}
+        if isinstance(o, tuple) and hasattr(o, "_fields"):  # a NamedTuple
+            return type(o)(*(to_meta(v) for v in o))
         if isinstance(o, (list, tuple)):
             return type(o)(to_meta(v) for v in o)
         return o

@@ -179,3 +179,17 @@ def test_a_float32_step_inside_a_float64_result_is_named():
     a = e.float().double() + 1e-9  # right to float32's digits only
     with pytest.raises(checks.Mistake, match="about 7 significant digits"):
         checks.expect_close(a, e, "the penalty", atol=1e-12, rtol=1e-10)
+
+
+def test_device_check_rebuilds_named_tuples():
+    from typing import NamedTuple
+
+    class State(NamedTuple):
+        h: torch.Tensor
+
+    def bare_zeros(state):
+        return state.h + torch.zeros(state.h.shape[0])
+
+    with pytest.raises(checks.Mistake, match="device"):
+        checks.expect_device_agnostic(bare_zeros, State(torch.ones(3)), what="the step")
+    checks.expect_device_agnostic(lambda state: state.h * 2, State(torch.ones(3)), what="the step")
