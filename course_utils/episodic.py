@@ -21,8 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .episodes import ClassSet, Episode, EpisodeSampler
-from .evaluation import Accuracy, episode_accuracy, evaluate, mean_ci95
-from .progress import progress
+from .evaluation import Accuracy, episode_accuracy, episode_accuracies, evaluate, mean_ci95
 from .training import History, code_fingerprint, load_or_train, train_loop
 
 __all__ = ["train_episodic", "make_classifier", "train_or_load", "class_set_fingerprint", "embed_class_set",
@@ -232,11 +231,7 @@ def evaluate_paired(methods: dict[str, tuple[ClassSet, Callable[[Episode], Tenso
         if pool.names != first.names or _sizes(pool) != _sizes(first):
             raise ValueError(f"The pools of {names[0]!r} and {name!r} are not the same classes with the same "
                              "numbers of examples, so one seed would not draw the same episodes from both.")
-    streams = {name: EpisodeSampler(pool, n_way, k_shot, q_query, seed=seed) for name, (pool, _) in methods.items()}
-    per: dict[str, list[float]] = {name: [] for name in names}
-    for _ in progress(range(n_episodes), desc=desc or f"{n_way}-way {k_shot}-shot eval"):
-        for name in names:
-            ep = next(streams[name])
-            per[name].append(episode_accuracy(methods[name][1](ep).detach(), ep.query_y))
-    values = {name: torch.tensor(v, dtype=torch.float64) for name, v in per.items()}
+    values = {name: episode_accuracies(classify, pool, n_way, k_shot, q_query, n_episodes, seed,
+                                       desc=desc or f"{name}: {n_way}-way {k_shot}-shot eval")
+              for name, (pool, classify) in methods.items()}
     return {name: mean_ci95(v) for name, v in values.items()}, values

@@ -16,7 +16,7 @@ from torch import Tensor
 from .episodes import ClassSet, Episode, EpisodeSampler
 from .progress import progress
 
-__all__ = ["Accuracy", "mean_ci95", "student_t_quantile", "episode_accuracy", "evaluate"]
+__all__ = ["Accuracy", "mean_ci95", "student_t_quantile", "episode_accuracy", "episode_accuracies", "evaluate"]
 
 Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal
 
@@ -91,12 +91,13 @@ def episode_accuracy(output: Tensor, query_y: Tensor) -> float:
     return (output.to(query_y.device) == query_y).float().mean().item()
 
 
-def evaluate(classify: Callable[[Episode], Tensor], classes: ClassSet, n_way: int, k_shot: int,
-             q_query: int = 15, n_episodes: int = 600, seed: int = 0,
-             device: torch.device | str | None = None, desc: str | None = None) -> Accuracy:
-    """Accuracy of ``classify(episode) -> labels or scores`` over ``n_episodes`` seeded episodes.
+def episode_accuracies(classify: Callable[[Episode], Tensor], classes: ClassSet, n_way: int, k_shot: int,
+                       q_query: int = 15, n_episodes: int = 600, seed: int = 0,
+                       device: torch.device | str | None = None, desc: str | None = None) -> Tensor:
+    """Query accuracy of ``classify`` on each of ``n_episodes`` seeded episodes (float64, one per episode).
 
-    ``classify`` decides about gradients itself (MAML needs them at test time; others use no_grad).
+    The same ``seed`` draws the same episodes from pools with the same classes and example counts, so
+    two methods' values can be compared episode by episode (a paired difference).
     """
     if n_episodes < 1:
         raise ValueError(f"n_episodes must be >= 1, got {n_episodes}.")
@@ -107,4 +108,14 @@ def evaluate(classify: Callable[[Episode], Tensor], classes: ClassSet, n_way: in
         if device is not None:
             ep = ep.to(device)
         accs.append(episode_accuracy(classify(ep).detach(), ep.query_y))
-    return mean_ci95(accs)
+    return torch.tensor(accs, dtype=torch.float64)
+
+
+def evaluate(classify: Callable[[Episode], Tensor], classes: ClassSet, n_way: int, k_shot: int,
+             q_query: int = 15, n_episodes: int = 600, seed: int = 0,
+             device: torch.device | str | None = None, desc: str | None = None) -> Accuracy:
+    """Accuracy of ``classify(episode) -> labels or scores`` over ``n_episodes`` seeded episodes.
+
+    ``classify`` decides about gradients itself (MAML needs them at test time; others use no_grad).
+    """
+    return mean_ci95(episode_accuracies(classify, classes, n_way, k_shot, q_query, n_episodes, seed, device, desc))

@@ -56,3 +56,13 @@ def test_student_t_quantile_known_values():
     assert student_t_quantile(0.975, 1e7) == pytest.approx(1.959964, abs=1e-5)
     with pytest.raises(ValueError):
         student_t_quantile(0.3, 4)
+
+
+def test_episode_accuracies_are_what_evaluate_averages():
+    from conftest import toy_classes
+    from course_utils.baselines import pixel_nn_classify
+    from course_utils.evaluation import episode_accuracies, evaluate, mean_ci95
+    toy = toy_classes()
+    per = episode_accuracies(pixel_nn_classify, toy, 3, 1, 2, n_episodes=9, seed=5)
+    assert per.shape == (9,) and per.dtype == torch.float64
+    assert evaluate(pixel_nn_classify, toy, 3, 1, 2, n_episodes=9, seed=5) == mean_ci95(per)
