@@ -18,14 +18,20 @@ the sum of the task losses; with T > 1 steps on *different minibatches* the Tayl
 the paper's section 5 adds a term that increases the inner product between gradients of different
 minibatches of the same task.
 
-Inner Adam: every task starts Adam afresh here (zero moments, step count 0), so a task's inner
-loop depends on that task alone. The paper's code (openai/supervised-reptile) keeps one TensorFlow
-Adam for the whole run and, after each task, restores only the trainable weights: Adam's second
-moments and its step count (with the paper's beta1 = 0 there is no first moment to keep) carry
-over from task to task and across meta-iterations; at test time it restores all variables after
-each test task, so every test task starts from the state meta-training left.
+Inner Adam: the paper's code (openai/supervised-reptile) keeps one TensorFlow Adam (beta1 = 0)
+for the whole run and, after each task, restores only the trainable weights, so Adam's second
+moments and its step count carry over from task to task and across meta-iterations; at test time it
+restores all variables after each test task, so every test task starts from the state meta-training
+left. :class:`Reptile` does the same (``carry_state=True``, the default): the tasks of a meta-batch
+start from the carried state :class:`AdamState`, and the state kept is the mean of their final
+moment estimates, with the step count advanced by T (for B = 1 this is exactly the paper's serial
+update; the paper's code runs a batch's tasks one after the other, each continuing the previous
+task's state). Why it matters: a fresh Adam's first step is alpha * sign(g) for every weight. The
+softmax gradient of a linear head has rows that sum to zero, so SGD steps (or Adam steps scaled by
+a long-run second moment) cancel across tasks whose labels are permuted; sign steps do not, and the
+head grows without bound over meta-training (``carry_state=False`` shows it; a test checks both).
 
-Parameters are dicts ``{name: tensor}``, run with ``torch.func.functional_call`` through
+Parameters are dictsParameters are dicts ``{name: tensor}``, run with ``torch.func.functional_call`` through
 :func:`course_utils.maml.forward`, so theta (the ``nn.Module``'s own weights) is never touched by
 an inner loop. Argument names and orders follow the chapter's exercises: ``inner_loop(model,
 theta, x, y, alpha, steps, loss_fn)``. Tasks of a meta-batch are adapted with ``vmap`` (small MLPs) or in a loop (conv
@@ -35,7 +41,7 @@ statistics are rejected.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -44,10 +50,18 @@ from torch.func import grad_and_value, vmap
 from .maml import (LossFn, Params, check_model, choose_strategy, forward, meta_parameters,
                    resolve_loss)
 
-__all__ = ["OPTIMIZERS", "minibatch_schedule", "inner_loop", "pseudo_gradient", "reptile_update",
+__all__ = ["OPTIMIZERS", "AdamState", "minibatch_schedule", "inner_loop", "pseudo_gradient", "reptile_update",
            "reptile_direction", "fomaml_direction", "task_directions", "linear_epsilon", "Reptile"]
 
 OPTIMIZERS = ("sgd", "adam")
+
+
+class AdamState(NamedTuple):
+    """The inner Adam's state: first moments ``m``, second moments ``v`` (dicts like theta) and the
+    number ``t`` of steps already taken (for the bias correction)."""
+    m: Params
+    v: Params
+    t: int
 
 
 # ----------------------------------------------------------------------------- the inner loop
@@ -73,12 +87,15 @@ def minibatch_schedule(n_points: int, steps: int, batch_size: int | None = None,
 
 
 def _inner(model: nn.Module, theta: Params, x: Tensor, y: Tensor, idx: Tensor, alpha: float,
-           loss_fn: LossFn, optimizer: str, betas: tuple[float, float], adam_eps: float
-           ) -> tuple[Params, Tensor]:
-    """The inner loop proper (vmap-safe): returns theta' and the minibatch loss at each step."""
+           loss_fn: LossFn, optimizer: str, betas: tuple[float, float], adam_eps: float,
+           state: AdamState | None = None) -> tuple[Params, Tensor, AdamState | None]:
+    """The inner loop proper (vmap-safe): theta', the minibatch loss at each step and, for Adam, the
+    final state. Adam starts from ``state`` (None: zero moments, step count 0)."""
     w = dict(theta)
-    m = {k: torch.zeros_like(v) for k, v in w.items()} if optimizer == "adam" else None
-    v2 = {k: torch.zeros_like(v) for k, v in w.items()} if optimizer == "adam" else None
+    if optimizer == "adam":
+        state = state or AdamState({k: torch.zeros_like(v) for k, v in w.items()},
+                                   {k: torch.zeros_like(v) for k, v in w.items()}, 0)
+        m, v2, t0 = dict(state.m), dict(state.v), state.t
     losses = []
     for t in range(idx.shape[0]):
         xb, yb = x[idx[t]], y[idx[t]]
@@ -86,26 +103,29 @@ def _inner(model: nn.Module, theta: Params, x: Tensor, y: Tensor, idx: Tensor, a
         losses.append(loss)
         if optimizer == "sgd":
             w = {k: w[k] - alpha * g[k] for k in w}
-        else:  # Adam, state reset for every task (the paper's code keeps it; see the module docstring)
+        else:
             b1, b2 = betas
             m = {k: b1 * m[k] + (1 - b1) * g[k] for k in w}
             v2 = {k: b2 * v2[k] + (1 - b2) * g[k] ** 2 for k in w}
-            c1, c2 = 1 - b1 ** (t + 1), 1 - b2 ** (t + 1)
+            c1, c2 = 1 - b1 ** (t0 + t + 1), 1 - b2 ** (t0 + t + 1)
             w = {k: w[k] - alpha * (m[k] / c1) / ((v2[k] / c2).sqrt() + adam_eps) for k in w}
     out = torch.stack(losses) if losses else x.new_zeros(0)
-    return w, out
+    new_state = AdamState(m, v2, t0 + idx.shape[0]) if optimizer == "adam" else None
+    return w, out, new_state
 
 
 def inner_loop(model: nn.Module, theta: Params, x: Tensor, y: Tensor, alpha: float, steps: int,
                loss_fn: str | LossFn = "mse", optimizer: str = "sgd", batch_size: int | None = None,
                generator: torch.Generator | None = None, betas: tuple[float, float] = (0.0, 0.999),
-               adam_eps: float = 1e-8, return_losses: bool = False) -> Params | tuple[Params, Tensor]:
+               adam_eps: float = 1e-8, return_losses: bool = False, state: AdamState | None = None
+               ) -> Params | tuple[Params, Tensor]:
     """theta' = U(theta): ``steps`` (T) steps of SGD or Adam with step size ``alpha`` on one task's data
     ``x (n, ...)``, ``y (n, ...)`` (exercise 5.2's signature, plus options).
 
     Each step uses a minibatch of ``batch_size`` examples (all of them if None), see
     :func:`minibatch_schedule`. ``theta`` is never modified; the result carries no graph.
     With ``return_losses`` also returns the minibatch loss before each step, shape ``(steps,)``.
+    Adam starts afresh unless ``state`` (an :class:`AdamState`, e.g. ``Reptile.adam_state``) is given.
     """
     check_model(model)
     _check_int("steps", steps, 0)
@@ -114,8 +134,8 @@ def inner_loop(model: nn.Module, theta: Params, x: Tensor, y: Tensor, alpha: flo
     _check_task(theta, x, y)
     idx = minibatch_schedule(x.shape[0], steps, batch_size, generator).to(x.device)
     with torch.no_grad():  # torch.func.grad still differentiates inside; nothing else is tracked
-        w, losses = _inner(model, {k: v.detach() for k, v in theta.items()}, x, y, idx, alpha,
-                           resolve_loss(loss_fn), optimizer, betas, adam_eps)
+        w, losses, _ = _inner(model, {k: v.detach() for k, v in theta.items()}, x, y, idx, alpha,
+                              resolve_loss(loss_fn), optimizer, betas, adam_eps, state)
     w = {k: v.detach() for k, v in w.items()}
     return (w, losses.detach()) if return_losses else w
 
@@ -213,7 +233,7 @@ def task_directions(model: nn.Module, theta: Params, x_s: Tensor, y_s: Tensor, x
                        for _ in range(x_s.shape[0])]).to(x_s.device)
 
     def one(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, ii: Tensor) -> tuple[Params, Params]:
-        w, _ = _inner(model, theta, xs, ys, ii, alpha, loss, "sgd", (0.0, 0.999), 1e-8)
+        w, _, _ = _inner(model, theta, xs, ys, ii, alpha, loss, "sgd", (0.0, 0.999), 1e-8)
         g, _ = grad_and_value(lambda p: loss(forward(model, p, xq), yq))(w)
         return {k: (theta[k] - w[k]) / alpha for k in theta}, g
 
@@ -244,19 +264,24 @@ class Reptile:
         inner_lr: alpha, the inner optimiser's step size.
         inner_steps: T, inner steps per task in meta-training.
         epsilon: the outer step size (a float; see :func:`linear_epsilon` for the schedule).
-        optimizer: ``"sgd"`` or ``"adam"`` (inner loop; Adam with betas (0, 0.999) as the paper, but
-            started afresh for every task, unlike the paper's code: see the module docstring).
+        optimizer: ``"sgd"`` or ``"adam"`` (inner loop; Adam with betas (0, 0.999) as the paper).
         inner_batch_size: examples per inner step (None: all of the task's data).
         test_steps, test_batch_size: the same at test time (default: training's values).
         loss: ``"mse"``, ``"cross_entropy"`` or ``(pred, y) -> scalar``.
         strategy: ``"auto"``, ``"vmap"`` or ``"loop"``: how a meta-batch's tasks are adapted.
-        seed: seeds the minibatch order.
+        seed: seeds the minibatch order (meta-training and, from a separate generator, test time).
+        carry_state: Adam only: carry its state from task to task as the paper's code does (True),
+            or start it afresh for every task (False; the head then drifts, see the module docstring).
+        symmetric_head: classification: at test time, start adaptation from theta with every row of the
+            head (the last ``nn.Linear``, weight and bias) replaced by the rows' mean, so that it favours
+            no label; labels are assigned at random in every task. Not the paper's method.
     """
 
     def __init__(self, model: nn.Module, inner_lr: float, inner_steps: int, epsilon: float = 0.1,
                  optimizer: str = "sgd", inner_batch_size: int | None = None,
                  test_steps: int | None = None, test_batch_size: int | None = None,
-                 loss: str | LossFn = "mse", strategy: str = "auto", seed: int = 0):
+                 loss: str | LossFn = "mse", strategy: str = "auto", seed: int = 0,
+                 carry_state: bool = True, symmetric_head: bool = False):
         check_model(model)
         _check_lr("inner_lr", inner_lr)
         _check_int("inner_steps", inner_steps, 1)
@@ -273,30 +298,50 @@ class Reptile:
         self.optimizer, self.inner_batch_size = optimizer, inner_batch_size
         self.test_steps = inner_steps if test_steps is None else test_steps
         self.test_batch_size = inner_batch_size if test_batch_size is None else test_batch_size
-        self.loss_fn, self.strategy = resolve_loss(loss), strategy
+        self.loss_fn, self.strategy, self.carry_state = resolve_loss(loss), strategy, bool(carry_state)
         self.generator = torch.Generator().manual_seed(seed)
+        # test-time minibatches come from their own generator: evaluating never changes the training
+        self.test_generator = torch.Generator().manual_seed(seed + 1_000_003)
+        self.adam_state: AdamState | None = None   # the carried inner Adam state (None: not started)
+        self.symmetric_head = bool(symmetric_head)
+        heads = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+        self._head = heads[-1] if heads else None
+        if self.symmetric_head and self._head is None:
+            raise ValueError("symmetric_head needs a classifier whose last layer is an nn.Linear.")
 
     @property
     def theta(self) -> Params:
         return {k: v.detach() for k, v in meta_parameters(self.model).items()}
 
+    def _start_state(self) -> AdamState | None:
+        return self.adam_state if self.optimizer == "adam" and self.carry_state else None
+
     def adapt_batch(self, x: Tensor, y: Tensor) -> tuple[Params, Tensor]:
         """theta'_i for a meta-batch ``x (B, n, ...)``, ``y (B, n, ...)``: stacked ``{name: (B, ...)}``,
-        and each task's inner-step losses ``(B, T)``."""
+        and each task's inner-step losses ``(B, T)``. With a carried Adam state, every task starts
+        from it and the state kept afterwards is the tasks' mean (step count + T)."""
         theta = self.theta
         _check_meta_batch(theta, x, y)
         b, n = x.shape[0], x.shape[1]
         idx = torch.stack([minibatch_schedule(n, self.inner_steps, self.inner_batch_size, self.generator)
                            for _ in range(b)]).to(x.device)
-        args = (self.inner_lr, self.loss_fn, self.optimizer, (0.0, 0.999), 1e-8)
+        args = (self.inner_lr, self.loss_fn, self.optimizer, (0.0, 0.999), 1e-8, self._start_state())
         strategy = choose_strategy(self.model, x.device) if self.strategy == "auto" else self.strategy
+        def one(xi: Tensor, yi: Tensor, ii: Tensor) -> tuple[Params, Tensor, Params, Params]:
+            wi, li, si = _inner(self.model, theta, xi, yi, ii, *args)
+            return wi, li, ({} if si is None else si.m), ({} if si is None else si.v)  # vmap: tensors only
+
         with torch.no_grad():
             if strategy == "vmap":
-                w, losses = vmap(lambda xi, yi, ii: _inner(self.model, theta, xi, yi, ii, *args))(x, y, idx)
+                w, losses, m, v = vmap(one)(x, y, idx)
             else:
-                outs = [_inner(self.model, theta, x[i], y[i], idx[i], *args) for i in range(b)]
-                w = {k: torch.stack([o[0][k] for o in outs]) for k in theta}
+                outs = [one(x[i], y[i], idx[i]) for i in range(b)]
+                w, m, v = ({k: torch.stack([o[j][k] for o in outs]) for k in outs[0][j]} for j in (0, 2, 3))
                 losses = torch.stack([o[1] for o in outs])
+        if self.optimizer == "adam" and self.carry_state:
+            t = (self.adam_state.t if self.adam_state else 0) + self.inner_steps
+            self.adam_state = AdamState({k: mk.mean(0) for k, mk in m.items()},
+                                        {k: vk.mean(0) for k, vk in v.items()}, t)
         return w, losses
 
     def meta_step(self, x: Tensor, y: Tensor, epsilon: float | None = None) -> dict[str, float]:
@@ -312,10 +357,20 @@ class Reptile:
         return {"loss": losses[:, 0].mean().item(), "loss_last": losses[:, -1].mean().item()}
 
     def adapt(self, x: Tensor, y: Tensor, steps: int | None = None) -> Params:
-        """Test-time adaptation of one task from theta (``test_steps`` steps by default)."""
+        """Test-time adaptation of one task from theta (``test_steps`` steps by default), starting
+        the inner Adam from the state meta-training left (which it does not change)."""
         steps = self.test_steps if steps is None else steps
-        return inner_loop(self.model, self.theta, x, y, self.inner_lr, steps, self.loss_fn, self.optimizer,
-                          self.test_batch_size, self.generator)
+        return inner_loop(self.model, self.start(), x, y, self.inner_lr, steps, self.loss_fn, self.optimizer,
+                          self.test_batch_size, self.test_generator, state=self._start_state())
+
+    def start(self) -> Params:
+        """Where test-time adaptation starts: theta, with a symmetric head if ``symmetric_head``."""
+        theta = self.theta
+        if self.symmetric_head:
+            for k in (f"{self._head}.weight", f"{self._head}.bias"):
+                if k in theta:
+                    theta[k] = theta[k].mean(0, keepdim=True).expand_as(theta[k]).clone()
+        return theta
 
     def predict(self, x: Tensor, params: Params | None = None) -> Tensor:
         """f(x) with theta (or adapted ``params``), no gradients. With batch-statistics BatchNorm the
