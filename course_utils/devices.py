@@ -10,16 +10,29 @@ variable ``COURSE_DEVICE`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``) overrides it
 several times slower as soon as another process keeps a core busy, because torch's
 OpenMP threads wait for each other at every operation. ``COURSE_THREADS=0`` keeps
 torch's own default; ``COURSE_THREADS=2`` suits an otherwise idle machine.
+
+On a Linux CPU, ``pick_device()`` also applies the course's memory setting,
+:func:`keep_freed_cpu_memory` (``COURSE_MALLOC_TUNING``, default on): glibc's malloc keeps
+freed memory in the process instead of returning it to the system. MAML and Reptile allocate and
+free one task's activations per task; by default glibc hands large freed blocks back and the next
+task page-faults them in again, which cost about a third more CPU time for Conv-4 with meta-batch
+32 (``benchmarks/maml_speed.py``). The process's memory then stays at its peak. It is a setting
+of the whole process, which is why it lives here, beside the thread policy, and is applied where
+a notebook picks its device, not inside a gradient function. ``COURSE_MALLOC_TUNING=0`` leaves
+glibc's defaults alone (a process that has already applied it keeps it: glibc offers no way back).
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import random
 
 import numpy as np
 import torch
 
-__all__ = ["pick_device", "seed_everything", "describe_device", "apply_thread_policy", "thread_setting"]
+__all__ = ["pick_device", "seed_everything", "describe_device", "apply_thread_policy", "thread_setting",
+           "keep_freed_cpu_memory"]
 
 
 def _mps_available() -> bool:
@@ -50,12 +63,45 @@ def apply_thread_policy() -> int:
     return torch.get_num_threads()
 
 
+_MALLOC_TUNED = False
+
+
+def keep_freed_cpu_memory() -> bool:
+    """Ask glibc's malloc (Linux) to keep freed memory in the process instead of returning it.
+
+    Raises malloc's trim and mmap thresholds to 1 GiB, for the whole process (see the module
+    docstring). Once per process; returns True if the setting is in effect. ``COURSE_MALLOC_TUNING=0``
+    opts out (then nothing is changed and it returns False).
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return True
+    if platform.system() != "Linux" or os.environ.get("COURSE_MALLOC_TUNING", "1").strip() == "0":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_trim_threshold, 1 << 30) == 1 and libc.mallopt(m_mmap_threshold, 1 << 30) == 1
+    except (OSError, AttributeError):  # not glibc
+        return False
+    _MALLOC_TUNED = bool(ok)
+    return _MALLOC_TUNED
+
+
 def pick_device(preferred: str | None = None) -> torch.device:
     """Return the device to compute on: ``preferred`` > ``$COURSE_DEVICE`` > cuda > mps > cpu.
 
-    Also applies the thread policy (``COURSE_THREADS``, see the module docstring).
+    Also applies the process settings of the module docstring: the thread policy
+    (``COURSE_THREADS``) and, when the device is a CPU, :func:`keep_freed_cpu_memory`.
     """
     apply_thread_policy()
+    device = _choose(preferred)
+    if device.type == "cpu":
+        keep_freed_cpu_memory()
+    return device
+
+
+def _choose(preferred: str | None) -> torch.device:
     name = preferred or os.environ.get("COURSE_DEVICE", "").strip()
     if name:
         device = torch.device(name)
@@ -93,5 +139,5 @@ def describe_device(device: torch.device | None = None) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     if device.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
+        return f"cpu ({torch.get_num_threads()} threads{', malloc keeps freed memory' if _MALLOC_TUNED else ''})"
     return device.type

@@ -31,6 +31,13 @@ cross-entropy summed over the N*K support examples and divided by K, i.e. N time
 alpha = 0.4 for 5-way Omniglot is a step of 0.4 * 5 = 2.0 on the mean loss. (Their sinusoid MSE is a
 mean, so alpha = 0.01 there means the same as here.)
 
+First order on few-shot classification (``benchmarks/first_order_curves.py``, Omniglot 5-way 1-shot,
+equal meta-iterations): with one inner step and a head that keeps label-specific rows, FOMAML trails
+second order far behind. Labels are permuted in every task, so the head's rows are noise to the next
+task, and FOMAML's meta-gradient (the query gradient at theta') carries that noise. Keeping the head at
+zero (``zero_head=True``, Kao et al. 2022) and taking several inner steps (from a zero head, the first
+step adapts the head alone) brings it close to second order.
+
 Parameters are plain dicts ``{name: tensor}`` and the network runs with
 ``torch.func.functional_call``, so an adapted copy of the weights never touches the
 ``nn.Module``: the meta-optimiser steps the module's own parameters, theta.
@@ -48,20 +55,20 @@ Two ways to run a meta-batch of B tasks, same numbers (tests check it):
   much faster for small nets (the sinusoid MLP).
 - ``"loop"``: one task at a time, ``torch.autograd`` with ``create_graph``; one task's graph
   in memory at a time. Faster for conv nets on the CPU, where ``vmap`` turns each
-  per-task convolution into a slow grouped convolution.
+  per-task convolution into a slow grouped convolution. There it feeds images channels-last
+  (``torch.channels_last``; same function, float32 rounding differs), which makes max-pool and
+  BatchNorm vectorise over channels: 1.3-1.6x per meta-step for Conv-4.
 
 ``strategy="auto"`` picks ``"loop"`` for nets with convolutions on the CPU and ``"vmap"``
-otherwise. On Linux, the first CPU meta-gradient also asks glibc's malloc to keep freed memory
-(:func:`keep_freed_cpu_memory`): by default it hands each task's activations back to the system
-and page-faults them in again for the next task, which cost about a third more CPU time here. Never differentiate *through* a vmapped inner loop (``grad(vmap(grad(...)))``):
-with affine BatchNorm, torch 2.13 returns silently wrong second-order gradients;
+otherwise. On a Linux CPU, MAML runs about a third faster when glibc's malloc keeps freed memory
+(:func:`course_utils.devices.keep_freed_cpu_memory`, a process setting applied by
+``pick_device()``; this module does not change it).
+
+Never differentiate *through* a vmapped inner loop (``grad(vmap(grad(...)))``): with affine BatchNorm, torch 2.13 returns silently wrong second-order gradients;
 ``vmap(grad(...))`` (a gradient per task, then the mean) is right.
 """
 from __future__ import annotations
 
-import ctypes
-import os
-import platform
 import weakref
 from typing import Callable
 
@@ -70,9 +77,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 
+from .devices import keep_freed_cpu_memory  # noqa: F401  (re-exported: moved to devices, see there)
+
 __all__ = ["Params", "LOSSES", "STRATEGIES", "meta_parameters", "check_model", "resolve_loss",
            "forward", "inner_step", "adapt", "task_loss", "meta_gradient", "choose_strategy",
-           "MAML", "adaptation_curve", "saved_tensor_bytes", "keep_freed_cpu_memory"]
+           "MAML", "zero_head", "classifier_head", "adaptation_curve", "saved_tensor_bytes", "keep_freed_cpu_memory"]
 
 Params = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -185,43 +194,26 @@ def task_loss(model: nn.Module, params: Params, x_s: Tensor, y_s: Tensor, x_q: T
     return loss_fn(forward(model, adapted, x_q), y_q)
 
 
-_MALLOC_TUNED = False
-
-
-def keep_freed_cpu_memory() -> bool:
-    """Ask glibc's malloc (Linux) to keep freed memory in the process instead of returning it.
-
-    MAML on the CPU allocates and frees one task's activations per task; glibc returns large
-    freed blocks to the system and the next task page-faults them in again (measured: about a
-    third more CPU time for Conv-4, meta-batch 32). Raising malloc's trim and mmap thresholds
-    keeps that memory for reuse; the process's memory then stays at its peak. Once per process;
-    returns True if the setting is in effect. Set ``COURSE_MALLOC_TUNING=0`` to opt out.
-    """
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return True
-    if platform.system() != "Linux" or os.environ.get("COURSE_MALLOC_TUNING", "1") == "0":
-        return False
-    try:
-        libc = ctypes.CDLL(None)
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_trim_threshold, 1 << 30) == 1 and libc.mallopt(m_mmap_threshold, 1 << 30) == 1
-    except (OSError, AttributeError):  # not glibc
-        return False
-    _MALLOC_TUNED = bool(ok)
-    return _MALLOC_TUNED
-
-
-def _on_cpu(params: Params) -> bool:
-    return next(iter(params.values())).device.type == "cpu"
-
-
 def choose_strategy(model: nn.Module, device: torch.device | str | None = None) -> str:
     """The faster way to batch tasks, as measured (benchmarks/maml_speed.py): ``"loop"`` for conv
     nets on the CPU, ``"vmap"`` otherwise."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
     return "loop" if has_conv and device.type == "cpu" else "vmap"
+
+
+_CPU_CHANNELS_LAST = True  # the "loop" strategy's channels-last images on the CPU (False: NCHW)
+
+
+def _has_conv2d(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def _channels_last(x: Tensor) -> Tensor:
+    """A copy of image batch ``x`` (N, C, H, W) with channels-last strides. Also for C = 1, where
+    ``x.contiguous(memory_format=torch.channels_last)`` returns ``x`` itself, whose strides read
+    as NCHW, so the first conv, and everything after it, would stay NCHW."""
+    return torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
 
 
 def meta_gradient(model: nn.Module, x_s: Tensor, y_s: Tensor, x_q: Tensor, y_q: Tensor,
@@ -241,8 +233,6 @@ def meta_gradient(model: nn.Module, x_s: Tensor, y_s: Tensor, x_q: Tensor, y_q: 
     theta = {k: v.detach() for k, v in (params or meta_parameters(model)).items()}
     _check_batch(theta, x_s, y_s, x_q, y_q)
     loss_fn = resolve_loss(loss)
-    if _on_cpu(theta):
-        keep_freed_cpu_memory()
     if strategy == "auto":
         strategy = choose_strategy(model, next(iter(theta.values())).device)
     if strategy == "vmap":
@@ -251,12 +241,19 @@ def meta_gradient(model: nn.Module, x_s: Tensor, y_s: Tensor, x_q: Tensor, y_q: 
         g, losses = vmap(grad_and_value(one), in_dims=(None, 0, 0, 0, 0))(theta, x_s, y_s, x_q, y_q)
         return losses.mean().detach(), {k: v.mean(0) for k, v in g.items()}
     b = x_s.shape[0]
+    # Conv nets on the CPU: channels-last images (1.3-1.6x per meta-step, benchmarks/maml_speed.py):
+    # max-pool, BatchNorm and ReLU vectorise over channels. Support sets too, except for second order
+    # over several steps, whose repeated double backward runs slower channels-last.
+    cl_q = _CPU_CHANNELS_LAST and x_q.dim() == 5 and x_q.device.type == "cpu" and _has_conv2d(model)
+    cl_s = cl_q and (first_order or steps == 1)
     leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
     total = {k: torch.zeros_like(v) for k, v in theta.items()}
     loss_sum = torch.zeros((), dtype=x_q.dtype if x_q.is_floating_point() else torch.float32,
                            device=x_q.device)
     for i in range(b):
-        li = task_loss(model, leaves, x_s[i], y_s[i], x_q[i], y_q[i], alpha, steps, loss_fn,
+        xs = _channels_last(x_s[i]) if cl_s else x_s[i]
+        xq = _channels_last(x_q[i]) if cl_q else x_q[i]
+        li = task_loss(model, leaves, xs, y_s[i], xq, y_q[i], alpha, steps, loss_fn,
                        create_graph=not first_order, use_autograd=True)
         gs = torch.autograd.grad(li, list(leaves.values()), allow_unused=True)
         for k, gk in zip(leaves, gs):
@@ -264,6 +261,33 @@ def meta_gradient(model: nn.Module, x_s: Tensor, y_s: Tensor, x_q: Tensor, y_q: 
                 total[k] += gk
         loss_sum += li.detach()
     return loss_sum / b, {k: v / b for k, v in total.items()}
+
+
+def classifier_head(model: nn.Module) -> nn.Linear:
+    """The last ``nn.Linear`` of ``model``: the layer whose rows belong to the N labels."""
+    heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not heads:
+        raise ValueError("zero_head needs a classifier whose last layer is an nn.Linear; this model has none.")
+    return heads[-1]
+
+
+def zero_head(model: nn.Module) -> None:
+    """Kao et al. (2022)'s *zeroing trick*: set the classifier head's weight and bias to zero, in place.
+
+    In few-shot classification the labels are assigned to the classes at random in every task, so a head
+    row learnt for "label 2" in one task is noise to the next. A zero head favours no label: the first
+    inner step writes each row from that task's support set alone (with a mean loss over N*K balanced
+    support images, row n becomes alpha / N times the mean feature of class n minus the mean feature of
+    all support images: a prototype), and the body receives no gradient in that step. Applied after every outer step, the head stays zero in theta.
+    """
+    head = classifier_head(model)
+    with torch.no_grad():
+        head.weight.zero_()
+        if head.bias is not None:
+            head.bias.zero_()
+
+
+_zero = zero_head   # the class below takes an argument of the same name
 
 
 class MAML:
@@ -276,10 +300,13 @@ class MAML:
         first_order: FOMAML (drop the Hessian term) when True.
         loss: ``"mse"``, ``"cross_entropy"`` or a function ``(pred, y) -> scalar``.
         strategy: ``"auto"``, ``"vmap"`` or ``"loop"`` (see the module docstring).
+        zero_head: classification only: keep the head at zero in theta (:func:`zero_head`, set at the
+            start and after every :meth:`meta_step`).
     """
 
     def __init__(self, model: nn.Module, alpha: float, steps: int = 1, test_steps: int | None = None,
-                 first_order: bool = False, loss: str | LossFn = "mse", strategy: str = "auto"):
+                 first_order: bool = False, loss: str | LossFn = "mse", strategy: str = "auto",
+                 zero_head: bool = False):
         check_model(model)
         _check_alpha(alpha)
         _check_steps(steps, allow_zero=False)
@@ -290,6 +317,9 @@ class MAML:
         self.model, self.alpha, self.steps = model, float(alpha), steps
         self.test_steps = steps if test_steps is None else test_steps
         self.first_order, self.loss_fn, self.strategy = first_order, resolve_loss(loss), strategy
+        self.zero_head = bool(zero_head)
+        if self.zero_head:
+            _zero(model)
 
     def meta_gradient(self, x_s: Tensor, y_s: Tensor, x_q: Tensor, y_q: Tensor) -> tuple[Tensor, Params]:
         """Mean query loss and its meta-gradient for a meta-batch (see :func:`meta_gradient`)."""
@@ -307,6 +337,8 @@ class MAML:
         for name, p in self.model.named_parameters():
             p.grad = grads[name].to(p.dtype)
         optimizer.step()
+        if self.zero_head:
+            _zero(self.model)
         return loss.item()
 
     def adapt(self, x_s: Tensor, y_s: Tensor, steps: int | None = None,
@@ -314,8 +346,6 @@ class MAML:
         """Test-time adaptation of one task: ``test_steps`` inner steps, no graph kept."""
         steps = self.test_steps if steps is None else steps
         theta = {k: v.detach().requires_grad_() for k, v in (params or meta_parameters(self.model)).items()}
-        if _on_cpu(theta):
-            keep_freed_cpu_memory()
         with torch.enable_grad():  # plain autograd, first order: the fastest for one task
             out = adapt(self.model, theta, x_s, y_s, self.alpha, steps, self.loss_fn, create_graph=False,
                         use_autograd=True)

@@ -380,11 +380,28 @@ def test_saved_tensor_bytes_second_order_grows_with_steps_first_order_does_not()
 
 
 def test_keep_freed_cpu_memory_is_idempotent_and_can_be_switched_off(monkeypatch):
-    first = maml.keep_freed_cpu_memory()
-    assert isinstance(first, bool) and maml.keep_freed_cpu_memory() == first
-    monkeypatch.setattr(maml, "_MALLOC_TUNED", False)
+    from course_utils import devices
+    first = devices.keep_freed_cpu_memory()
+    assert isinstance(first, bool) and devices.keep_freed_cpu_memory() == first
+    assert maml.keep_freed_cpu_memory is devices.keep_freed_cpu_memory   # the old name still works
+    monkeypatch.setattr(devices, "_MALLOC_TUNED", False)
     monkeypatch.setenv("COURSE_MALLOC_TUNING", "0")
-    assert maml.keep_freed_cpu_memory() is False
+    assert devices.keep_freed_cpu_memory() is False
+
+
+def test_malloc_setting_is_applied_by_pick_device_not_by_gradient_functions(monkeypatch):
+    """A process-wide setting belongs where the notebook picks its device, not inside meta_gradient."""
+    from course_utils import devices
+    calls = []
+    monkeypatch.setattr(devices, "keep_freed_cpu_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(maml, "keep_freed_cpu_memory", lambda: calls.append(1) or True)
+    model = nets.sine_mlp(hidden=8).double()
+    xs, ys, xq, yq = (torch.randn(2, 5, 1, dtype=torch.float64) for _ in range(4))
+    learner = maml.MAML(model, 0.1, 1)
+    learner.meta_gradient(xs, ys, xq, yq)
+    learner.adapt(xs[0], ys[0])
+    assert calls == []
+    assert devices.pick_device("cpu").type == "cpu" and calls == [1]
 
 
 def test_inner_step_takes_the_exercise_s_arguments_in_the_exercise_s_order():
@@ -425,3 +442,28 @@ def test_first_order_task_loss_gradient_is_the_fomaml_gradient():
     _, want = maml.meta_gradient(model, xs, ys, xq, yq, alpha=0.05, steps=3, first_order=True)
     for k in theta:
         assert torch.allclose(g[k], want[k], atol=1e-12), k
+
+
+def test_zero_head_first_step_writes_prototypes_and_stays_zero_after_meta_steps():
+    torch.manual_seed(0)
+    model = nets.conv4_classifier(5, hidden=4, batch_stats_only=True).double()
+    learner = maml.MAML(model, 0.4, 1, loss="cross_entropy", zero_head=True)
+    head = maml.classifier_head(model)
+    assert head.weight.abs().sum() == 0 and head.bias.abs().sum() == 0
+    x = torch.rand(2, 10, 1, 28, 28, dtype=torch.float64)
+    y = torch.arange(5).repeat(2).repeat(2, 1)
+    theta = {k: v.detach().clone() for k, v in model.named_parameters()}
+    w = maml.inner_step(model, theta, x[0], y[0], 0.4, "cross_entropy", create_graph=False)
+    with torch.no_grad():
+        feats = model[:-1](x[0])                       # the body, with theta's own values
+    mu = torch.stack([feats[y[0] == n].mean(0) for n in range(5)])
+    assert torch.allclose(w[f"{len(model) - 1}.weight"], 0.4 / 5 * (mu - feats.mean(0)), atol=1e-12)
+    for k in theta:
+        if not k.startswith(str(len(model) - 1)):
+            assert torch.equal(w[k], theta[k]), f"{k} moved in the first step from a zero head"
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    learner.meta_step(opt, x[:, :5], y[:, :5], x[:, 5:], y[:, 5:])
+    assert head.weight.abs().sum() == 0 and head.bias.abs().sum() == 0
+    assert any((p - theta[k]).abs().sum() > 0 for k, p in model.named_parameters())   # the body learnt
+    with pytest.raises(ValueError, match="nn.Linear"):
+        maml.MAML(nn.Sequential(nn.Conv2d(1, 2, 3)), 0.1, zero_head=True)
