@@ -467,3 +467,18 @@ def test_zero_head_first_step_writes_prototypes_and_stays_zero_after_meta_steps(
     assert any((p - theta[k]).abs().sum() > 0 for k, p in model.named_parameters())   # the body learnt
     with pytest.raises(ValueError, match="nn.Linear"):
         maml.MAML(nn.Sequential(nn.Conv2d(1, 2, 3)), 0.1, zero_head=True)
+
+
+@pytest.mark.parametrize("steps, first_order", [(1, False), (2, False), (1, True)])
+def test_channels_last_loop_computes_the_same_meta_gradient(monkeypatch, steps, first_order):
+    """The CPU loop feeds images channels-last for speed; in float64 it must give the NCHW numbers."""
+    torch.manual_seed(0)
+    model = nets.conv4_classifier(5, hidden=4, batch_stats_only=True).double()
+    x = torch.rand(2, 10, 1, 28, 28, dtype=torch.float64)
+    y = torch.arange(5).repeat(2).repeat(2, 1)
+    args = (model, x[:, :5], y[:, :5], x[:, 5:], y[:, 5:], 0.4, steps, "cross_entropy", first_order, "loop")
+    loss_cl, g_cl = maml.meta_gradient(*args)
+    monkeypatch.setattr(maml, "_CPU_CHANNELS_LAST", False)
+    loss, g = maml.meta_gradient(*args)
+    assert torch.allclose(loss_cl, loss, atol=1e-12)
+    assert max((g_cl[k] - g[k]).abs().max().item() for k in g) < 1e-10
