@@ -1,4 +1,4 @@
-"""MAML meta-training speed and memory: course_utils.maml against a plain per-task loop (and `higher`).
+"""MAML meta-training speed and memory: course_utils.maml against a plain loop, `higher` and learn2learn.
 
 Configurations (issue 4): Omniglot-shaped 5-way 1-shot, 15 queries per class, meta-batch 32, Conv-4
 with 64 filters and batch-statistics BatchNorm; and Finn et al.'s sinusoid MLP, K = 10, meta-batch 25.
@@ -13,8 +13,22 @@ Implementations
 - ``higher``: ``higher.innerloop_ctx`` (Grefenstette et al., 2019), one backward per task. Only if it
   imports: install it *outside* the course environment, e.g.
   ``pip install --no-deps --target benchmarks/out/site higher`` (this script adds that folder).
-- learn2learn is not measured: 0.2.0 does not build on Python 3.11 without regenerating its Cython
-  sources, and it imports torchvision, which does not import beside the CPU torch used here.
+- ``learn2learn``: ``learn2learn.algorithms.MAML`` (Arnold et al., 2020) as in learn2learn's own MAML
+  example: ``maml = l2l.algorithms.MAML(model, lr=alpha, first_order=...)`` once, then per task
+  ``learner = maml.clone()``, ``learner.adapt(support_loss)`` per inner step and
+  ``query_loss.backward()`` (gradients accumulate in the model's ``.grad``, then divided by B).
+  learn2learn is *not* a course dependency and is not installed: ``pip install learn2learn`` pulls a
+  CUDA torch, its C extensions do not build on Python 3.11, and ``import learn2learn`` needs
+  torchvision. Its ``algorithms`` package is pure Python, so this script imports it from the
+  unpacked sdist (a bare ``learn2learn`` package module whose ``__path__`` is the sdist's
+  ``learn2learn`` folder; nothing else of the package is imported)::
+
+      pip download learn2learn==0.2.0 --no-deps --no-binary :all: -d /tmp/l2l
+      tar xzf /tmp/l2l/learn2learn-0.2.0.tar.gz -C benchmarks/out/site
+
+  (``$L2L_SRC`` may name another unpacked ``learn2learn-*`` folder.) Without it, it is skipped.
+
+An implementation that does not import is skipped with the reason printed and in the table.
 
 On Linux every implementation runs with ``maml.keep_freed_cpu_memory()`` (glibc keeps freed memory
 instead of page-faulting it in again for every task); ``COURSE_MALLOC_TUNING=0`` measures without.
@@ -29,7 +43,8 @@ Usage::
     python benchmarks/maml_speed.py --only conv --steps 1 --repeats 1 --threads 1
     python benchmarks/maml_speed.py --device cuda
 
-Writes ``benchmarks/out/maml_speed.json`` and ``.md`` and prints the markdown table.
+Writes ``benchmarks/out/maml_speed.json`` and ``.md`` (``maml_speed_sine.*`` with ``--only sine``;
+``--name`` to choose) and prints the markdown table.
 """
 from __future__ import annotations
 
@@ -45,7 +60,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
 SITE = OUT / "site"
-IMPLS = ("course auto", "course loop", "course vmap", "plain loop", "higher")
+IMPLS = ("course auto", "course loop", "course vmap", "plain loop", "higher", "learn2learn")
 
 
 # ----------------------------------------------------------------------------- one measurement
@@ -111,6 +126,38 @@ def _higher(model, batch, alpha, steps, loss, first_order):
     return {k: t for (k, _), t in zip(model.named_parameters(), total)}
 
 
+def _import_learn2learn_maml():
+    """``learn2learn.algorithms.MAML`` from an unpacked sdist, without importing the rest of learn2learn."""
+    import importlib
+    import types
+    src = Path(os.environ.get("L2L_SRC") or next(iter(sorted(SITE.glob("learn2learn-*"))), SITE / "learn2learn-0.2.0"))
+    pkg_dir = src / "learn2learn"
+    if not (pkg_dir / "algorithms" / "maml.py").is_file():
+        raise ImportError(f"no unpacked learn2learn sdist at {src} (see the module docstring)")
+    if "learn2learn" not in sys.modules:
+        pkg = types.ModuleType("learn2learn")
+        pkg.__path__ = [str(pkg_dir)]  # a bare package: its __init__ (torchvision, gym, ...) never runs
+        sys.modules["learn2learn"] = pkg
+    return importlib.import_module("learn2learn.algorithms").MAML
+
+
+def _learn2learn(maml, model, batch, alpha, steps, loss, first_order):
+    """learn2learn's MAML example (examples/vision/maml_omniglot.py): clone, adapt, backward per task."""
+    from course_utils.maml import resolve_loss
+    lf = resolve_loss(loss)
+    x_s, y_s, x_q, y_q = batch
+    model.zero_grad(set_to_none=True)
+    b = x_s.shape[0]
+    for i in range(b):
+        learner = maml.clone()
+        for _ in range(steps):
+            learner.adapt(lf(learner(x_s[i]), y_s[i]))
+        lf(learner(x_q[i]), y_q[i]).backward()
+    for p in model.parameters():
+        p.grad.mul_(1.0 / b)
+    return {k: p.grad for k, p in model.named_parameters()}
+
+
 def _meta_grad_fn(impl: str, model, batch, alpha, steps, loss, first_order):
     from course_utils import maml
     if impl.startswith("course"):
@@ -123,6 +170,9 @@ def _meta_grad_fn(impl: str, model, batch, alpha, steps, loss, first_order):
         sys.path.insert(0, str(SITE))
         import higher  # noqa: F401  (ImportError -> skipped)
         return lambda: _higher(model, batch, alpha, steps, loss, first_order)
+    if impl == "learn2learn":
+        maml_l2l = _import_learn2learn_maml()(model, lr=alpha, first_order=first_order)
+        return lambda: _learn2learn(maml_l2l, model, batch, alpha, steps, loss, first_order)
     raise ValueError(impl)
 
 
@@ -136,6 +186,7 @@ def measure_one(impl: str, model_kind: str, steps: int, first_order: bool, meta_
     try:
         fn = _meta_grad_fn(impl, model, batch, alpha, steps, loss, first_order)
     except ImportError as e:
+        print(f"skipping {impl}: not importable ({e})", file=sys.stderr)
         return {"skipped": f"{impl} not importable ({e})"}
     from course_utils import maml
     tuned = maml.keep_freed_cpu_memory() if device.type == "cpu" else False  # the same for every impl
@@ -196,6 +247,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--skip-conv-vmap-over", type=int, default=1,
                     help="skip 'course vmap' on the conv net for more inner steps than this (CPU memory)")
+    ap.add_argument("--name", help="output file stem in benchmarks/out (default maml_speed, or "
+                    "maml_speed_sine with --only sine)")
     ap.add_argument("--one", nargs=5, metavar=("IMPL", "KIND", "STEPS", "ORDER", "META_BATCH"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -234,10 +287,11 @@ def main(argv=None) -> int:
                     old["cpu_s_per_step"] = min(old["cpu_s_per_step"], row["cpu_s_per_step"])
                     old["peak_mb"] = max(old["peak_mb"], row["peak_mb"])
     rows = list(best.values())
-    (OUT / "maml_speed.json").write_text(json.dumps({"device": args.device, "argv": sys.argv[1:],
+    stem = args.name or ("maml_speed_sine" if args.only == "sine" else "maml_speed")
+    (OUT / f"{stem}.json").write_text(json.dumps({"device": args.device, "argv": sys.argv[1:],
                                                      "rows": rows}, indent=1))
     table = to_markdown(rows, args)
-    (OUT / "maml_speed.md").write_text(table + "\n")
+    (OUT / f"{stem}.md").write_text(table + "\n")
     print(table)
     return 0
 
