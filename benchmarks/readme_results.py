@@ -12,8 +12,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-ORDER = ["notebooks", "threads", "compare_all", "baselines", "metric_omniglot", "maml_speed", "maml_speed_sine", "maml_sine", "maml_omniglot", "meta_lstm_omniglot",
-         "reptile_omniglot", "leo_omniglot"]
+ORDER = ["notebooks", "threads", "compare_all", "baselines", "metric_omniglot", "maml_speed", "maml_speed_sine", "maml_sine",
+         "first_order_curves", "maml_omniglot", "meta_lstm_omniglot", "reptile_curves", "reptile_omniglot", "leo_omniglot"]
+SKIP = ("maml_speed_ideas",)   # prototypes' raw rounds: maml_speed_ideas.py's docstring sums them up
 
 
 def _demote(md: str) -> str:
@@ -26,8 +27,9 @@ def section() -> str:
     out = ROOT / "benchmarks" / "out"
     for name in ORDER + sorted(p.stem for p in out.glob("*.md") if p.stem not in ORDER):
         f = out / f"{name}.md"
-        if f.exists():
-            parts += [_demote(f.read_text().strip()), ""]
+        if f.exists() and not name.startswith(SKIP):
+            text = re.sub(r"\]\(([\w.-]+\.png)\)", r"](benchmarks/out/\1)", f.read_text().strip())
+            parts += [_demote(text), ""]
     return "\n".join(parts) if parts else "No benchmark has been run yet (`make bench`)."
 
 
