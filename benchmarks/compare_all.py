@@ -15,7 +15,10 @@ The protocol, the same for every method:
   their budget on pre-training too. Test-time adaptation (MAML's and Reptile's inner loops, the
   meta-learner's steps, the linear head's fit) is not part of the budget.
 * **Network.** The same Conv-4 (``--hidden`` channels, 28 x 28 inputs) for every learned method,
-  recipes as in the chapters' quick budget (learning rates, inner steps, meta-batches).
+  recipes as in the chapters' quick budget (learning rates, inner steps, meta-batches), except two
+  that the chapters' benchmarks chose: first-order MAML with a zero head, alpha 0.1 and 5 inner steps
+  (benchmarks/first_order_curves.py, chapter 03), and Reptile with the paper's inner Adam recipe
+  (benchmarks/reptile_curves.py, chapter 05; the chapter's own runs use SGD).
 
 Without ``OMNIGLOT_DIR`` the Omniglot column is skipped with the reason. Each source's results go to
 ``benchmarks/out/compare_all_<source>.json``; the report ``benchmarks/out/compare_all.md`` is rebuilt

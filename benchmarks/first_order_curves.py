@@ -13,7 +13,8 @@ class). Variants differ in one thing at a time:
   cross-entropy summed over the N*K support examples and divided by K, i.e. N times the mean, so their
   alpha = 0.4 is alpha = 2.0 here;
 - ``zero head``: the head's weights and bias are zero at the start and are set back to zero after every
-  outer step (Kao et al. 2022's "zeroing trick"), so every task's inner loop starts from a head that
+  outer step (Kao et al. 2022's "zeroing trick", ``maml.MAML(zero_head=True)``; the results in
+  ``benchmarks/out`` were made with this script's own copy of the same two lines), so every task's inner loop starts from a head that
   favours no label; labels are assigned to classes at random in every task, so a label-specific head is
   noise to the next task;
 - inner steps: 1 in meta-training (Finn et al.'s Omniglot setting) or 5.
@@ -27,6 +28,7 @@ two sit beside it).
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -59,13 +61,6 @@ VARIANTS = {
 }
 
 
-def zero_head(model: torch.nn.Module) -> None:
-    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
-    with torch.no_grad():
-        head.weight.zero_()
-        head.bias.zero_()
-
-
 def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--iters", type=int, default=1000)
@@ -85,7 +80,7 @@ def main(argv: list[str] | None = None) -> str:
     if not omniglot.available():
         print(f"Omniglot not found ({omniglot.why_unavailable()}); running on the built-in glyph set.")
     data = few_shot_data()
-    cmd = "python benchmarks/first_order_curves.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python benchmarks/first_order_curves.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     meta = {"protocol": {"source": data.source, "iters": args.iters, "every": args.every, "episodes": args.episodes,
                          "hidden": args.hidden, "meta_batch": args.meta_batch, "queries": args.queries,
                          "seed": args.seed},
@@ -95,17 +90,13 @@ def main(argv: list[str] | None = None) -> str:
             continue
         seed_everything(args.seed)
         model = nets.conv4_classifier(N_WAY, hidden=args.hidden, batch_stats_only=True).to(device)
-        if zero:
-            zero_head(model)
-        learner = maml.MAML(model, alpha, steps, max(steps, 3), first_order, loss="cross_entropy")
+        learner = maml.MAML(model, alpha, steps, max(steps, 3), first_order, loss="cross_entropy", zero_head=zero)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         batches = EpisodeSampler(data.train, N_WAY, 1, args.queries, batch_size=args.meta_batch, seed=args.seed)
 
-        def step(i, learner=learner, opt=opt, batches=batches, model=model, zero=zero):
+        def step(i, learner=learner, opt=opt, batches=batches):
             b = next(batches).to(device)
             learner.meta_step(opt, b.support_x, b.support_y, b.query_x, b.query_y)
-            if zero:
-                zero_head(model)
         res = curves.run_curve(step, learner.classify, data.test, args.iters, args.every, args.episodes, 15,
                                args.seed, device, name)
         curves.merge_save(args.out, meta, {name: res})

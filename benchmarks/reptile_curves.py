@@ -13,6 +13,8 @@ Variants
   this benchmark: zero moments and step count for every task.
 - ``course``: ``reptile.Reptile`` as it is now: the inner Adam's state carries across tasks (the
   tasks of a meta-batch start from one state; the state kept is their mean).
+  (Both ``course`` variants are tested with the script's symmetric-head wrapper, the same computation
+  as ``Reptile(symmetric_head=True)``, so that the ports get the very same test.)
 - ``port``: the recipe of openai/supervised-reptile (Nichol et al. 2018) written out here
   independently, with its own network and optimiser: 4 x [3x3 conv, stride 2, TensorFlow "same"
   padding -> BatchNorm (batch statistics, eps 1e-3) -> ReLU], Glorot-uniform weights and zero biases,
@@ -21,8 +23,9 @@ Variants
   each task: 5 classes x 10 images, 5 inner steps on minibatches of 10 walking through a shuffled
   pass; meta-batch 5, epsilon 1 -> 0 linearly; at test time 50 steps on the 5 support images, all
   state (weights and Adam) restored after every test task.
-- ``port, max-pool Conv-4``: the port with the course's network, the one difference of the course
-  left after the Adam fix.
+- ``port, max-pool Conv-4``: the port with the course's network (max-pooling, PyTorch's initialisation,
+  BatchNorm eps 1e-5); what remains between it and ``course`` is how Adam's state is carried within a
+  meta-batch (in sequence here, from one shared state in ``reptile.Reptile``).
 
 At the end each variant is also evaluated with a *symmetric head*: every row of the head replaced by
 the rows' mean before test-time adaptation, so that it favours no label (like MAML's zero head; not
@@ -34,6 +37,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+import shlex
 import math
 import sys
 from pathlib import Path
@@ -172,6 +177,18 @@ def head_norm(model: nn.Module) -> float:
     return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].weight.norm().item()
 
 
+def head_parts(weight: torch.Tensor) -> dict[str, float]:
+    """The head's norm split in two orthogonal parts: the row shared by all labels (their mean, which
+    softmax ignores) and the label-specific rest."""
+    mean = weight.mean(0, keepdim=True)
+    return {"head shared row norm": mean.expand_as(weight).norm().item(),
+            "head label-specific norm": (weight - mean).norm().item()}
+
+
+def weights_file(out: Path, name: str) -> Path:
+    return out.with_name(f"reptile_curves_{name.replace(' ', '_').replace(',', '')}.pt")
+
+
 def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--iters", type=int, default=1500)
@@ -182,17 +199,26 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", nargs="*", help="variants to run (default: all)")
     ap.add_argument("--out", type=Path, default=OUT / "reptile_curves.json")
-    ap.add_argument("--report", nargs="*", type=Path, help="only merge these result files into --out's report")
+    ap.add_argument("--report", nargs="*", type=Path, help="only merge these result files into --out's report "
+                    "(head norms missing from a file are computed from the weights saved beside it)")
     args = ap.parse_args(argv)
     if args.report is not None:
-        return write_report(curves.merge_files(args.report, args.out), args.out)
+        data = curves.merge_files(args.report, args.out)
+        for name, run in data["runs"].items():
+            saved = [weights_file(f, name) for f in args.report if weights_file(f, name).exists()]
+            if "head label-specific norm" not in run["extra"] and saved:
+                sd = torch.load(saved[0])
+                w = [v for k, v in sd.items() if k.endswith("weight") and v.dim() == 2][-1]
+                run["extra"].update(head_parts(w))
+        args.out.write_text(json.dumps(data, indent=1))
+        return write_report(data, args.out)
     device = pick_device()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if not omniglot.available():
         print(f"Omniglot not found ({omniglot.why_unavailable()}); running on the built-in glyph set.")
     data = few_shot_data()
     q, steps, batch, test_steps, test_batch, mb, lr = 15, 5, 10, 50, 5, 5, 1e-3
-    cmd = "python benchmarks/reptile_curves.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python benchmarks/reptile_curves.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     meta = {"protocol": {"source": data.source, "iters": args.iters, "every": args.every,
                          "episodes": args.episodes, "hidden": args.hidden, "seed": args.seed},
             "command": cmd, "machine": curves.machine(), "device": describe_device(device)}
@@ -224,8 +250,9 @@ def main(argv: list[str] | None = None) -> str:
                 learner.meta_step(x, y, reptile.linear_epsilon(i, args.iters, 1.0))
 
         def at_end(model=model, learner=learner):
-            extra = {"head norm": head_norm(model)}
-            torch.save(model.state_dict(), args.out.with_name(f"reptile_curves_{name.replace(' ', '_').replace(',', '')}.pt"))
+            head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+            extra = {"head norm": head_norm(model), **head_parts(head.weight.detach())}
+            torch.save(model.state_dict(), weights_file(args.out, name))
             a = evaluate(symmetric_head(model)(learner.classify), data.test, N_WAY, 1, q, args.final_episodes,
                          seed=args.seed, device=device, desc=f"{name}, symmetric head")
             extra["symmetric head"] = {"mean": a.mean, "ci95": a.ci95, "n": a.n}
@@ -261,12 +288,13 @@ def write_report(data: dict, out: Path) -> str:
     lines += curves.table(data, ORDER)
     lines += ["", f"At the end ({p['iters']} meta-iterations; more test episodes):", "",
               "| variant | as trained | head rows set to their mean at test (not the paper's) | paper's protocol (1 query per class) "
-              "| head weight norm |", "|---|---|---|---|---|"]
+              "| head weight norm (shared row / label-specific) |", "|---|---|---|---|---|"]
     fmt = lambda r: f"{100 * r['mean']:.1f} ± {100 * r['ci95']:.1f} (n = {r['n']})" if r else "-"  # noqa: E731
     for n in [n for n in ORDER if n in data["runs"]]:
         e = data["runs"][n]["extra"]
         lines.append(f"| {n} | {fmt(e.get('final'))} | {fmt(e.get('symmetric head'))} | "
-                     f"{fmt(e.get('paper protocol (1 query per class)'))} | {e.get('head norm', float('nan')):.2f} |")
+                     f"{fmt(e.get('paper protocol (1 query per class)'))} | {e.get('head norm', float('nan')):.2f} "
+                     f"({e.get('head shared row norm', float('nan')):.2f} / {e.get('head label-specific norm', float('nan')):.2f}) |")
     lines += ["", "![Reptile learning curves](reptile_curves.png)", ""]
     text = "\n".join(lines) + "\n"
     out.with_suffix(".md").write_text(text)

@@ -22,16 +22,21 @@ Inner Adam: the paper's code (openai/supervised-reptile) keeps one TensorFlow Ad
 for the whole run and, after each task, restores only the trainable weights, so Adam's second
 moments and its step count carry over from task to task and across meta-iterations; at test time it
 restores all variables after each test task, so every test task starts from the state meta-training
-left. :class:`Reptile` does the same (``carry_state=True``, the default): the tasks of a meta-batch
-start from the carried state :class:`AdamState`, and the state kept is the mean of their final
-moment estimates, with the step count advanced by T (for B = 1 this is exactly the paper's serial
-update; the paper's code runs a batch's tasks one after the other, each continuing the previous
-task's state). Why it matters: a fresh Adam's first step is alpha * sign(g) for every weight. The
-softmax gradient of a linear head has rows that sum to zero, so SGD steps (or Adam steps scaled by
-a long-run second moment) cancel across tasks whose labels are permuted; sign steps do not, and the
-head grows without bound over meta-training (``carry_state=False`` shows it; a test checks both).
+left. :class:`Reptile` does nearly the same (``carry_state=True``, the default): the tasks of a
+meta-batch start from the carried state :class:`AdamState`, and the state kept is the mean of their
+final moment estimates, with the step count advanced by T. For B = 1 this is the paper's serial
+update; for B > 1 the paper's code runs a batch's tasks one after the other, so its state advances
+B*T steps per meta-iteration, not T (``benchmarks/reptile_curves.py`` finds no difference at B = 5).
+Why it matters: a fresh Adam with beta1 = 0 moves *every* weight by about alpha at every step,
+whatever the size of its gradient (its first step is exactly alpha * sign(g)), so theta' - theta is
+dominated by that sign noise. One visible symptom: the softmax gradient of a linear head has rows
+that sum to zero, so gradient steps never move the mean of the head's rows; sign steps do, and that
+drift does not depend on the labels, so it piles up over tasks and the head's norm grows steadily
+(``carry_state=False``; a test checks both). Most of that growth is a row shared by all labels,
+which softmax ignores, but on Omniglot the label-specific part grows too, and testing from a symmetric
+head recovers part of the lost accuracy (``benchmarks/reptile_curves.py``).
 
-Parameters are dictsParameters are dicts ``{name: tensor}``, run with ``torch.func.functional_call`` through
+Parameters are dicts ``{name: tensor}``, run with ``torch.func.functional_call`` through
 :func:`course_utils.maml.forward`, so theta (the ``nn.Module``'s own weights) is never touched by
 an inner loop. Argument names and orders follow the chapter's exercises: ``inner_loop(model,
 theta, x, y, alpha, steps, loss_fn)``. Tasks of a meta-batch are adapted with ``vmap`` (small MLPs) or in a loop (conv

@@ -47,13 +47,6 @@ def test_first_order_curves_runs_every_variant_on_the_same_checkpoints(monkeypat
     assert f"| {names[0]} |" in merged and f"| {names[1]} |" in merged
 
 
-def test_zero_head_variants_keep_the_head_at_zero(monkeypatch):
-    mod = load("first_order_curves", monkeypatch)
-    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 5))
-    mod.zero_head(net)
-    assert net[1].weight.abs().sum() == 0 and net[0].weight.abs().sum() > 0
-
-
 def test_port_network_has_the_paper_s_shapes_and_initialisation(monkeypatch):
     mod = load("reptile_curves", monkeypatch)
     net = mod.port_net(5, 8)
@@ -104,6 +97,8 @@ def test_reptile_curves_runs_every_variant_and_reports_the_end_rows(monkeypatch,
     data = json.loads(out.read_text())
     assert list(data["runs"]) == mod.ORDER
     for name, run in data["runs"].items():
-        assert {"final", "symmetric head", "head norm"} <= set(run["extra"]), name
+        assert {"final", "symmetric head", "head norm", "head label-specific norm"} <= set(run["extra"]), name
+        e = run["extra"]
+        assert abs(e["head norm"] ** 2 - e["head shared row norm"] ** 2 - e["head label-specific norm"] ** 2) < 1e-4
         assert ("paper protocol (1 query per class)" in run["extra"]) == name.startswith("port")
         assert f"| {name} |" in text
