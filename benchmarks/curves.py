@@ -118,3 +118,11 @@ def table(data: dict, order: list[str] | None = None) -> list[str]:
         cells = [f"{100 * by[i]['mean']:.1f} ± {100 * by[i]['ci95']:.1f}" if i in by else "-" for i in iters]
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {data['runs'][n]['curve'][-1]['seconds']:.0f} |")
     return lines
+
+
+def save_report(lines: list[str], out: Path) -> str:
+    """Write the markdown report beside ``out`` (``.md``), print it and return it."""
+    text = "\n".join(lines) + "\n"
+    out.with_suffix(".md").write_text(text)
+    print(text)
+    return text

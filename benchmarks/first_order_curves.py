@@ -120,10 +120,7 @@ def write_report(data: dict, out: Path) -> str:
              "meta-iterations, not times.", ""]
     lines += curves.table(data, order)
     lines += ["", "![first vs second order](" + out.with_suffix(".png").name + ")", ""]
-    text = "\n".join(lines) + "\n"
-    out.with_suffix(".md").write_text(text)
-    print(text)
-    return text
+    return curves.save_report(lines, out)
 
 
 if __name__ == "__main__":

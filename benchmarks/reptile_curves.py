@@ -296,10 +296,7 @@ def write_report(data: dict, out: Path) -> str:
                      f"{fmt(e.get('paper protocol (1 query per class)'))} | {e.get('head norm', float('nan')):.2f} "
                      f"({e.get('head shared row norm', float('nan')):.2f} / {e.get('head label-specific norm', float('nan')):.2f}) |")
     lines += ["", "![Reptile learning curves](reptile_curves.png)", ""]
-    text = "\n".join(lines) + "\n"
-    out.with_suffix(".md").write_text(text)
-    print(text)
-    return text
+    return curves.save_report(lines, out)
 
 
 if __name__ == "__main__":
