@@ -27,6 +27,7 @@ from all result files present, so the two sources can run in two processes side 
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -186,13 +187,11 @@ def meta_lstm(s: Setup) -> Trained:
     return Trained(lambda ep: meta.classify(ep, 5), s.data.test, f"{len(hist.values['loss'])} episodes", hist.seconds)
 
 
-_TRAINED_REPTILE: dict[tuple, reptile.Reptile] = {}   # one training serves both Reptile rows
+_TRAINED_REPTILE: dict[tuple, tuple[reptile.Reptile, int, float]] = {}   # one training serves both Reptile rows
 
 
-def reptile_(s: Setup, symmetric_head: bool = False) -> Trained:
-    """Chapter 05: Reptile with the paper's inner loop: 5 Adam steps (lr 1e-3, beta1 0, state carried
-    across tasks) on minibatches of 10 from 10 images per class, meta-batch 5, eps 1 -> 0 linearly over
-    the time budget; 50 steps on the support set at test, queries classified together (transductive)."""
+def _trained_reptile(s: Setup) -> tuple[reptile.Reptile, int, float]:
+    """Reptile trained for the budget (once per setup): the learner, its meta-batches and seconds."""
     key = (id(s.data), s.seconds, s.hidden, s.seed, str(s.device))
     if key not in _TRAINED_REPTILE:
         torch.manual_seed(s.seed)
@@ -206,22 +205,26 @@ def reptile_(s: Setup, symmetric_head: bool = False) -> Trained:
             x, y = torch.cat([b.support_x, b.query_x], 1), torch.cat([b.support_y, b.query_y], 1)
             return learner.meta_step(x, y, max(0.0, 1.0 - (time.perf_counter() - t0) / s.seconds))
         hist = train_loop(step, MANY, desc="Reptile", max_seconds=s.seconds)
-        learner.trained = (len(hist.values["loss"]), hist.seconds)
         _TRAINED_REPTILE.clear()
-        _TRAINED_REPTILE[key] = learner
-    learner = _TRAINED_REPTILE[key]
-    n, sec = learner.trained
+        _TRAINED_REPTILE[key] = (learner, len(hist.values["loss"]), hist.seconds)
+    return _TRAINED_REPTILE[key]
 
-    def classify(ep: Episode) -> Tensor:
-        learner.symmetric_head = symmetric_head
-        return learner.classify(ep)
-    return Trained(classify, s.data.test, f"{n} meta-batches of 5" + (" (the same run)" if symmetric_head else ""), sec)
+
+def reptile_(s: Setup) -> Trained:
+    """Chapter 05: Reptile with the paper's inner loop: 5 Adam steps (lr 1e-3, beta1 0, state carried
+    across tasks) on minibatches of 10 from 10 images per class, meta-batch 5, eps 1 -> 0 linearly over
+    the time budget; 50 steps on the support set at test, queries classified together (transductive)."""
+    learner, n, sec = _trained_reptile(s)
+    return Trained(learner.classify, s.data.test, f"{n} meta-batches of 5", sec)
 
 
 def reptile_symmetric(s: Setup) -> Trained:
-    """Chapter 05: Reptile as above, tested with every head row set to the rows' mean before adaptation
-    (the head then favours no label; not the paper's method)."""
-    return reptile_(s, symmetric_head=True)
+    """Chapter 05: the same trained Reptile, tested with every head row set to the rows' mean before
+    adaptation (the head then favours no label; not the paper's method)."""
+    learner, n, sec = _trained_reptile(s)
+    tester = copy.copy(learner)          # shares the model and the carried Adam state
+    tester.symmetric_head = True
+    return Trained(tester.classify, s.data.test, f"{n} meta-batches of 5 (the same run)", sec)
 
 
 def leo_(s: Setup) -> Trained:

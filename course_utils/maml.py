@@ -64,7 +64,8 @@ otherwise. On a Linux CPU, MAML runs about a third faster when glibc's malloc ke
 (:func:`course_utils.devices.keep_freed_cpu_memory`, a process setting applied by
 ``pick_device()``; this module does not change it).
 
-Never differentiate *through* a vmapped inner loop (``grad(vmap(grad(...)))``): with affine BatchNorm, torch 2.13 returns silently wrong second-order gradients;
+Never differentiate *through* a vmapped inner loop (``grad(vmap(grad(...)))``): with affine
+BatchNorm, torch 2.13 returns silently wrong second-order gradients;
 ``vmap(grad(...))`` (a gradient per task, then the mean) is right.
 """
 from __future__ import annotations
@@ -278,7 +279,8 @@ def zero_head(model: nn.Module) -> None:
     row learnt for "label 2" in one task is noise to the next. A zero head favours no label: the first
     inner step writes each row from that task's support set alone (with a mean loss over N*K balanced
     support images, row n becomes alpha / N times the mean feature of class n minus the mean feature of
-    all support images: a prototype), and the body receives no gradient in that step. Applied after every outer step, the head stays zero in theta.
+    all support images: a prototype), and the body receives no gradient in that step. Applied after
+    every outer step, the head stays zero in theta.
     """
     head = classifier_head(model)
     with torch.no_grad():
