@@ -21,12 +21,12 @@ with "." are skipped; files with other extensions are ignored (with a warning).
 The decision rule, with z = f_theta(x) and the chapter's symbols::
 
     c_n  = mean of the support embeddings of class n  (labelled/<n>/ plus human rows labelled n)
-    d_jn = ||z_j - c_n||^2,      p_jn = softmax_n(-d_jn / T)
+    d_jn = ||z_j - c_n||^2,      p_jn = softmax_n(-d_jn / kappa)   (kappa: the temperature)
     source_j = none-of-these  if min_n d_jn > r
                auto           elif min_n d_jn <= r_a and max_n p_jn >= tau   (label argmax_n p_jn)
                needs-review   otherwise                                      (label = the best guess)
 
-T, r, r_a and tau are never fitted on the user's labelled images (at K = 1 a support sits on its
+kappa, r, r_a and tau are never fitted on the user's labelled images (at K = 1 a support sits on its
 own prototype and is always "right"). They are fitted on meta-val pools (``labelling_data(...).val``,
 whole background alphabets held out of the embedding's training), sampled with ``sample_pool`` at the user's N (number
 of classes) and K (the smallest per-class support count), plus ceil(S * N) *distractor* classes in
@@ -397,7 +397,7 @@ def _fsync_dir(folder: Path) -> None:
 
 @dataclass
 class Rule:
-    """The decision rule's numbers: temperature T, threshold tau, radius r, acceptance radius r_a <= r."""
+    """The decision rule's numbers: temperature κ, threshold tau, radius r, acceptance radius r_a <= r."""
 
     temperature: float
     tau: float
@@ -726,7 +726,7 @@ def _summary(rows: Sequence[Row], plan: Plan, csv_path: Path, params: tuple, ski
 def _where(rule: Rule, cal: Calibration | None, cached: bool, args: argparse.Namespace) -> str:
     """Where tau, r_a, r and T came from, in two lines."""
     numbers = (f"tau = {rule.tau:.4f}, acceptance radius r_a = {rule.accept_radius:.4g}, radius r = "
-               f"{rule.radius:.4g}, temperature T = {rule.temperature:.4g}")
+               f"{rule.radius:.4g}, temperature κ = {rule.temperature:.4g}")
     if cal is None:
         return f"{numbers}: given on the command line"
     given = [o for o, v in [("--tau", args.tau), ("--accept-radius", args.accept_radius),
@@ -837,7 +837,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="accept automatically only within this squared distance of a prototype "
                              "(default: chosen on meta-val with tau; equal to --radius when --tau is given)")
     parser.add_argument("--temperature", type=float, metavar="T",
-                        help="softmax temperature T (default: fitted on meta-val)")
+                        help="softmax temperature κ (default: fitted on meta-val)")
     parser.add_argument("--distractor-share", type=float, default=DISTRACTOR_SHARE, metavar="S",
                         help="meta-val pools get ceil(S * N) classes that are in no labelled folder, as "
                              f"unknown images in unlabelled/ would be (default {DISTRACTOR_SHARE}; 0 if "

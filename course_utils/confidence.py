@@ -3,23 +3,24 @@
 ProtoNet's logits (Snell, Swersky & Zemel, 2017, "Prototypical Networks for Few-shot Learning") for
 an item with embedding z and prototypes c_n are minus the squared distances d_n = ||z - c_n||^2.
 Temperature scaling (Guo, Pleiss, Sun & Weinberger, 2017, "On Calibration of Modern Neural
-Networks", ICML) divides them by one scalar T > 0 before the softmax over the N classes:
+Networks", ICML) divides them by one scalar kappa > 0 before the softmax over the N classes
+(the chapter's temperature; the course keeps T for the number of inner steps):
 
-    p_n = exp(-d_n / T) / sum_n' exp(-d_n' / T)                       (P, N), softmax over dim 1
+    p_n = exp(-d_n / kappa) / sum_n' exp(-d_n' / kappa)                       (P, N), softmax over dim 1
 
-T > 1 softens p, T < 1 sharpens it; it never changes the argmax, only how much p believes it.
+kappa > 1 softens p, kappa < 1 sharpens it; it never changes the argmax, only how much p believes it.
 Three confidence scores, higher = more confident:
 
     max_prob = max_n p_n,    margin = p_(1) - p_(2) (top-1 minus top-2),    distance = -min_n d_n.
 
-T is fitted by minimising the mean negative log-likelihood -1/P sum_i log p_{i, y_i}(T) on held-out
+kappa is fitted by minimising the mean negative log-likelihood -1/P sum_i log p_{i, y_i}(kappa) on held-out
 items with known labels: **meta-val episodes, never the K-shot support**. A support item sits on (or,
 for K > 1, close to) its own prototype: at K = 1 its distance to its class is exactly 0, so it is
-always "right" and the NLL keeps falling as T -> 0; the fitted T would make every later prediction
+always "right" and the NLL keeps falling as kappa -> 0; the fitted kappa would make every later prediction
 over-confident.
 
-Expected calibration error (Guo et al. 2017, Sec. 2): the max-probs are put into M equal-width bins
-B_m = ((m-1)/M, m/M]; with acc(B_m) the share of correct predictions and conf(B_m) the mean max-prob,
+Expected calibration error (Guo et al. 2017, Sec. 2): the max-probs are put into n_bins equal-width bins
+B_m = ((m-1)/n_bins, m/n_bins]; with acc(B_m) the share of correct predictions and conf(B_m) the mean max-prob,
 
     ECE = sum_m |B_m| / P * |acc(B_m) - conf(B_m)|.
 

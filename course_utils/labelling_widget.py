@@ -58,9 +58,13 @@ class LabellingWidget(W.VBox):
     Labels), ``progress``, ``image``, ``title``, ``message``) and ``session``. Build it with
     :func:`labelling_widget`, which checks the input."""
 
-    def __init__(self, session: LabellingSession, images: Tensor, scale: int = 4):
-        self.session, self.images, self.scale = session, images, scale
+    def __init__(self, session: LabellingSession, images: Tensor, scale: int = 4,
+                 class_images: Tensor | None = None):
+        self.session, self.images, self.scale, self.class_images = session, images, scale, class_images
         self.image = W.Image(format="png", width=images.shape[-1] * scale, height=images.shape[-2] * scale)
+        # one labelled example above each guess: a person recognises a class by its look, not its name
+        self.guess_images = [W.Image(format="png", width=images.shape[-1] * 2, height=images.shape[-2] * 2)
+                             for _ in range(_TOP)]
         self.title = W.HTML()
         self.message = W.HTML()
         self.guess_buttons = [W.Button(layout=W.Layout(width="auto")) for _ in range(_TOP)]
@@ -84,7 +88,8 @@ class LabellingWidget(W.VBox):
                          ("auto_labelled", "human_clicks", "estimated_precision", "remaining")}
         self.progress = W.IntProgress(value=0, min=0, max=session.pool_size, description="labelled")
         super().__init__([
-            self.title, self.image, W.HBox(self.guess_buttons + [self.none_button]),
+            self.title, self.image,
+            W.HBox([W.VBox([i, b]) for i, b in zip(self.guess_images, self.guess_buttons)] + [self.none_button]),
             W.HBox([self.skip_button, self.undo_button, self.retrain_button]),
             W.HBox([self.slider, self.accept_button]),
             W.HBox(list(self.counters.values())), self.progress, self.message])
@@ -125,6 +130,10 @@ class LabellingWidget(W.VBox):
             self.title.value = (f"item {prop.index} ({s['remaining']} of {s['pool_size']} left): "
                                 "which class is it?")
             for k, b in enumerate(self.guess_buttons):
+                shown = self.class_images is not None and k < len(prop.classes)
+                self.guess_images[k].layout.display = None if shown else "none"
+                if shown:
+                    self.guess_images[k].value = render_png(self.class_images[prop.classes[k]], 2)
                 if k < len(prop.classes):
                     b.description = _guess_text(prop.names[k], prop.probs[k])
                     b.disabled, b.layout.display = False, None
@@ -142,8 +151,13 @@ class LabellingWidget(W.VBox):
         self.progress.value = s["pool_size"] - s["remaining"]
 
 
-def labelling_widget(session: LabellingSession, images: Tensor, scale: int = 4):
-    """The widget for ``session``; ``images`` ``(P, 1, H, W)`` uint8 ink-high, one per pool item."""
+def labelling_widget(session: LabellingSession, images: Tensor, scale: int = 4,
+                     class_images: Tensor | None = None):
+    """The widget for ``session``; ``images`` ``(P, 1, H, W)`` uint8 ink-high, one per pool item.
+
+    ``class_images`` ``(N, 1, H, W)`` uint8, one labelled example per class (e.g. its first support),
+    is drawn above each guess button.
+    """
     if not isinstance(session, LabellingSession):
         raise ValueError("session must be a course_utils.labelling.LabellingSession.")
     if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 1:
@@ -157,5 +171,12 @@ def labelling_widget(session: LabellingSession, images: Tensor, scale: int = 4):
                          "image per pool item, in the pool's order.")
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise ValueError(f"scale must be an int >= 1, got {scale!r}.")
-    return LabellingWidget(session, images, scale)
+    if class_images is not None:
+        n = len(session.class_names)
+        if not isinstance(class_images, Tensor) or class_images.dim() != 4 or class_images.shape[0] != n \
+                or class_images.dtype != torch.uint8 or class_images.shape[1:] != images.shape[1:]:
+            shape = tuple(class_images.shape) if isinstance(class_images, Tensor) else type(class_images).__name__
+            raise ValueError(f"class_images must be a uint8 ({n}, {', '.join(map(str, images.shape[1:]))}) "
+                             f"tensor, one example per class, got {shape}.")
+    return LabellingWidget(session, images, scale, class_images)
 

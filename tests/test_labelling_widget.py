@@ -136,3 +136,16 @@ def test_bad_widget_input(images, match):
         labelling_widget(line_session(), images)
     with pytest.raises(ValueError, match="LabellingSession"):
         labelling_widget(object(), images_for(5))
+
+
+def test_class_images_are_drawn_above_the_guesses_and_checked(widget):
+    session, images = widget.session, widget.images
+    n = len(session.class_names)
+    class_images = (torch.arange(1, n + 1).view(n, 1, 1, 1) * 40).expand(n, *images.shape[1:]).to(torch.uint8)
+    w = labelling_widget(session, images, class_images=class_images.contiguous())
+    prop = session.propose()
+    for k, c in enumerate(prop.classes):
+        assert w.guess_images[k].value == render_png(class_images[c], 2), "each guess shows its own class"
+    assert widget.guess_images[0].layout.display == "none", "without class_images no thumbnail is shown"
+    with pytest.raises(ValueError, match="one example per class"):
+        labelling_widget(session, images, class_images=class_images[:-1].contiguous())

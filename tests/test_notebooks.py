@@ -44,6 +44,8 @@ WRONG = {
                          "    return {k: epsilon * sum(w[k] for w in adapted) / B for k in theta}", "theta is forgotten"),
     "06_leo.ipynb": ("(grad_z,) = torch.autograd.grad(loss, z, create_graph=create_graph)",
                      "loss.backward(); grad_z = z.grad", "your function calls .backward()"),
+    "07_autolabel.ipynb": ("p = torch.softmax(logits / temperature, dim=1)",
+                           "p = torch.softmax(logits / temperature, dim=0)", "the softmax runs over the items (dim=0)"),
 }
 
 
