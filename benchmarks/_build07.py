@@ -124,8 +124,9 @@ that nobody labelled (**distractors**: their right answer is "none of these").
 | $w_{jn}$, $r$ | `w`, `radius` | soft assignments and mask radius of soft k-means (§6) |
 | $Z$ | `z_per_class` | pseudo-labels accepted per class per round (§7) |
 
-Here is one pool from the new alphabets: 5 classes, 1 label each, 8 unlabelled images each, and
-2 distractor classes.
+A pool is this chapter's episode: every measurement below samples many pools and reports a mean with
+its 95% interval over them (printed as "episodes"). Here is one pool from the new alphabets: 5
+classes, 1 label each, 8 unlabelled images each, and 2 distractor classes.
 """)
 
 code(r"""
@@ -223,8 +224,10 @@ NEW_POOLS = {k: study.sample_pools(NEW, 5, k, 15, N_POOLS, seed=2) for k in (1, 
 CAL = {k: study.calibrate(VAL_POOLS[k], target=0.99) for k in (1, 5)}
 for k in (1, 5):
     ece = study.calibration_errors(NEW_POOLS[k], CAL[k].temperature)
+    b, a = ece["before"], ece["after"]
     print(f"K = {k}: κ = {CAL[k].temperature:.2f} (fitted on meta-val); ECE on the new alphabets "
-          f"{ece['before']} before, {ece['after']} after (mean over blocks of 10 pools)")
+          f"{100 * b.mean:.1f} ± {100 * b.ci95:.1f}% with κ = 1, {100 * a.mean:.1f} ± {100 * a.ci95:.1f}% with "
+          f"the fitted κ (mean ± 95% over {b.n} blocks of 10 pools)")
 logits1, y1 = study.stack_logits(NEW_POOLS[1])
 fig = confidence.plot_reliability(confidence.probabilities(logits1, 1.0),
                                   confidence.probabilities(logits1, CAL[1].temperature), y1,
@@ -239,6 +242,10 @@ distances, and the scale the softmax needs, change with $K$. The ECE after scali
 temperature chosen on the meta-validation alphabets also suits the new ones; where it does not improve,
 the meta-validation classes' confidences were not a good model of the new alphabets' at that $K$.
 The reliability diagram shows the same at $K = 1$: bars below the diagonal are overconfident bins.
+Two ECE values, two sample sizes: the printed one is a mean over blocks of 10 pools (750 items each),
+which gives an interval; the legend's is computed once over all items of all pools. ECE measured on few
+items is biased upwards by sampling noise (even a perfectly calibrated model shows gaps in small bins),
+so compare "before" with "after" at the same size, never across the two.
 """)
 
 md(r"""
@@ -323,11 +330,15 @@ for k in (1, 5):
 
 md(r"""
 Read the numbers: the coverage is how much of the pool the model labels on its own at this
-precision. The gap says how well a threshold chosen on one set of classes carries to another: the
+precision (the interval is over pools). The gap says how well a threshold chosen on one set of classes carries to another: the
 meta-validation classes come from the background alphabets, the new ones from other alphabets, and
 nothing guarantees the same precision there. A positive gap means the threshold promised more than it
-gave. The curves show the whole trade-off on the new alphabets for the three confidences, and what a
-threshold chosen **on the support set** does (the classic mistake).
+gave. The curves below show the whole trade-off on the new alphabets (5-way 1-shot) for the three
+confidences; each dot marks the largest coverage at which that curve still has 99% precision *on these
+very pools*: what an oracle, allowed to tune on the new alphabet's hidden labels, would get. These pools
+hold no distractors, so the distance confidence has nothing to catch here and only adds noise; it earns
+its place in §6 and in the tool. The last line measures the classic mistake, a threshold chosen **on the
+support set**.
 """)
 
 code(r"""
@@ -357,8 +368,10 @@ $$\tilde c_n = \frac{\sum_i z_i\,[y_i = n] + \sum_j \tilde z_j\, w_{jn}\, m_{jn}
 With $m_{jn} = 1$ it is plain soft k-means. A **distractor** still gets weights that sum to one over
 the classes, so it drags some prototype towards itself. Ren et al.'s *masked* soft k-means learns a
 mask $m_{jn}$ from distance statistics; the course uses a simpler, non-learned mask,
-$m_{jn} = \sigma((r - d_{jn})/s)$: items farther than a radius $r$ (chosen on meta-validation) from a
-prototype barely count for it. Ren et al. also *train* through the refinement; here it is applied at
+$m_{jn} = \sigma((r - d_{jn})/s)$: items farther than a radius $r$ from a prototype barely count for it.
+The radius $r$ is the 99th percentile of the squared distances of meta-validation items to their own
+class's prototype (`study.calibrate` picks it with the temperature), and the softness $s = r/10$; the
+mask is measured once, from the support means. Ren et al. also *train* through the refinement; here it is applied at
 test time only, on the supervised embedding (their "semi-supervised inference").
 """)
 
@@ -367,8 +380,9 @@ md(r"""
 
 Write `soft_kmeans_step(c, support_z, support_y, z_unlabelled, mask=None)`:
 - `c` `(N, D)`: the current prototypes, used **only** for the assignments $w$;
-- `support_z` `(N*K, D)`, `support_y` `(N*K,)`: the labelled supports; `z_unlabelled` `(M, D)`;
-- `mask`: `(M, N)` or `None` (all ones);
+- `support_z` `(N*K, D)`, `support_y` `(N*K,)`: the labelled supports, **in any order** (use their
+  labels, not their positions); `z_unlabelled` `(P, D)`: all $P$ unlabelled items of the pool;
+- `mask`: `(P, N)` or `None` (all ones);
 - returns the refined prototypes $\tilde c$ `(N, D)` of the equation above.
 """)
 
@@ -412,15 +426,18 @@ md(r"""
 **Measured: accuracy against the number of unlabelled items.** The trend of Ren et al.'s Figure 4: the
 more unlabelled items per class, the better the refined prototypes; distractors hurt plain soft
 k-means more than the masked one. Each point is the accuracy on the pool's real-class items over many
-pools (5-way 1-shot, $H = 5$ distractor classes of $M$ items each where marked). Omniglot and the
-glyph set have 20 images per character, so $M$ stops at 19 (Ren et al.'s figure goes to 25 on other
-data).
+pools (5-way 1-shot, $H = 5$ distractor classes of $M$ items each where marked). The same pools serve
+every $M$: drawn once with 19 items per class and cut to the first $M$, so the lines differ only by $M$
+(plain prototypes ignore the pool; their line moves only because the scored items change). Omniglot and
+the glyph set have 20 images per character, so $M$ stops at 19 (Ren et al.'s figure goes to 25 on other
+data). The refinement uses **your** `soft_kmeans_step` if its check passed.
 """)
 
 code(r"""
 MS = budget.pick(quick=[1, 2, 5, 10, 19], full=[1, 2, 3, 5, 10, 15, 19], smoke=[1, 5])
 n_m = budget.pick(quick=150, full=1000, smoke=10)
-vs_m = {h: study.accuracy_vs_m(NEW, MS, 5, 1, n_m, radius=CAL[1].radius, n_distractors=h) for h in (0, 5)}
+vs_m = {h: study.accuracy_vs_m(NEW, MS, 5, 1, n_m, radius=CAL[1].radius, n_distractors=h,
+                               step=soft_kmeans_step) for h in (0, 5)}     # your 7.3 (or the reference)
 fig = study.plot_accuracy_vs_m(vs_m, title="5-way 1-shot on the new alphabets: refining prototypes with the pool")
 plt.show()
 for h, res in vs_m.items():
@@ -450,7 +467,8 @@ md(r"""
 Write `select_balanced(p, tau, z_per_class)`:
 - `p`: `(P, N)` probabilities; `tau`: threshold on the max-probability; `z_per_class`: $Z$;
 - returns `(idx, labels)`: for each class $n$, among the items whose most probable class is $n$ and
-  whose max-probability is $\geq \tau$, the $Z$ most confident; `idx` (long, ascending) and their labels.
+  whose max-probability is $\geq \tau$, the $Z$ most confident; `idx` (long) and their labels, pair by
+  pair (any order; sorting `idx` keeps it tidy).
 """)
 
 code(r"""
@@ -540,6 +558,36 @@ distances to `(total[pseudo_y] - pool_z[pseudo_idx]) / (count[pseudo_y] - 1)[:, 
 code("self_training_round = check.self_training_round(self_training_round)")
 
 md(r"""
+**Your rounds, iterated.** Self-training is this round applied again and again until the selection
+stops changing (the stop rule), here on pools of the new alphabets with the threshold of §5. Each
+round re-selects at most $Z$ per class from scratch, so what grows is not the number of
+pseudo-labels but the quality of the prototypes they feed.
+""")
+
+code(r"""
+def iterate_rounds(pool, tau, rounds=6, z_per_class=3):
+    # your 7.5 round until the selection repeats; the precision of each round's pseudo-labels
+    idx, lab = torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    precision = []
+    for _ in range(rounds):
+        new_idx, new_lab = self_training_round(pool.support_z, pool.support_y, pool.pool_z, idx, lab,
+                                               pool.n_way, CAL[1].temperature, tau, z_per_class)
+        if len(new_idx):
+            precision.append((new_lab == pool.pool_y[new_idx]).double().mean().item())
+        if torch.equal(new_idx, idx) and torch.equal(new_lab, lab):
+            break                                   # the stop rule: nothing changed
+        idx, lab = new_idx, new_lab
+    return precision
+
+for h in (0, 5):
+    runs = [iterate_rounds(p, rows[0][1]) for p in study.sample_pools(NEW, 5, 1, 15, 50, n_distractors=h, seed=8)]
+    first = mean_ci95([r[0] for r in runs if r])
+    last = mean_ci95([r[-1] for r in runs if r])
+    print(f"H = {h} distractor classes: precision of the pseudo-labels {first} in the first round, {last} in "
+          f"the last; {sum(len(r) for r in runs) / len(runs):.1f} rounds on average before the selection repeated")
+""")
+
+md(r"""
 **Measured: rounds of self-training.** Pools of 5 new classes (1 label each, 15 unlabelled images
 each), with and without 5 distractor classes. Each round accepts up to $Z = 3$ labels per class.
 Per round: the precision of the accepted pseudo-labels, the coverage (accepted / pool), and the
@@ -566,6 +614,19 @@ for h, res in st.items():
     for name, r in res.items():
         print(f"H = {h}, {name:30s} last round: precision {r['precision'][-1]}, coverage {r['coverage'][-1]}, "
               f"held-out accuracy {r['heldout'][-1]} (round 0: {r['heldout'][0]})")
+""")
+
+md(r"""
+Read the two rows of panels (one set of pools; bands are 95% intervals over pools). The library's
+`self_training.self_train` differs from your round in two ways: its budget grows by $Z$ per class per
+round, so coverage can grow; and re-anchored, it weights the human labels so that they keep at least
+half of each prototype (LST re-fits on the labelled data), while `anchored=False` locks every accepted
+label in as a permanent support with a plain mean. Compare the held-out accuracy of the last round with
+round 0 in the printed lines: that is whether self-training helped or hurt the classifier. Without
+distractors every pseudo-label has a right answer, and a wrong one is pulled back by its neighbours;
+with distractors, images of no class pass the threshold (a softmax over the known classes can be sure
+of them), join a prototype and drag it. The distance mask is the only control here that looks at
+*how far* an item is, which is why it is the repair that matters when distractors are present.
 """)
 
 md(r"""
@@ -628,12 +689,14 @@ learning") finds likely label errors from out-of-sample predicted probabilities:
 label gets a low probability, compared with the typical confidence of its class, is flagged.
 "Out-of-sample" matters: an item sitting in its own prototype always looks right. So the
 probabilities come from **leave-one-out prototypes**: each item is scored against prototypes built
-without it (`label_audit.loo_probabilities`). Here: the labels of the last session of §8 with 5% of
-them flipped at random, and how many of the flips cleanlab finds.
+without it (`label_audit.loo_probabilities`). Here: a labelled pool of 20 new classes x 20 images
+(as in §8), 5% of its labels flipped at random, and how many of the flips cleanlab finds (with a
+temperature fitted on 20-way meta-validation pools).
 """)
 
 code(r"""
-audit = study.audit_demo(NEW, n_way=20, per_class=20, flip=0.05, temperature=CAL[1].temperature, seed=3)
+kappa_20 = study.fit_pool_temperature(VAL, 20)
+audit = study.audit_demo(NEW, n_way=20, per_class=20, flip=0.05, temperature=kappa_20, seed=3)
 print(f"{audit['flipped']} labels flipped; cleanlab flagged {audit['flagged']}, of which {audit['hits']} were "
       f"flips (precision {audit['precision']:.0%}, recall {audit['recall']:.0%}).")
 """)
@@ -681,9 +744,14 @@ print("scored against the hidden truth:", score(folder / "labels.csv"))
 """)
 
 md(r"""
-The folder holds 10 classes and 2 distractor classes, 10 images each, and the tool calibrated for 99%
-precision on meta-validation pools *with* distractors (it cannot know there are none). Asking for
-less precision buys coverage; the hidden truth says what that costs here:
+How the tool decides: an image farther than the radius $r$ from every prototype is `none-of-these`; an
+image is `auto` only if its confidence reaches $\tau$ **and** it lies within a tighter acceptance
+radius $r_a$; everything else is `needs-review`. All of $\kappa$, $\tau$, $r$ and $r_a$ are chosen on
+meta-validation pools of the folder's own size ($N = 10$ classes, $K = 1$) *with* distractor classes,
+since the tool cannot know whether a folder holds images of no class (this one holds 2 such classes of
+10 images). That is a harder problem than §5's 5-way pools without distractors, so $\tau$ is higher and
+the coverage on meta-validation (printed on the summary's last line) is lower. Asking for less
+precision buys coverage; the hidden truth says what that costs here:
 """)
 
 code(r"""
@@ -717,8 +785,9 @@ md(r"""
 - **Softmax over the wrong axis.** `softmax(logits, dim=0)` normalises over the *items*: every class's
   column sums to one, and a pool of one item is always "certain". The class axis is `dim=1`.
 - **Tuning on the support set.** The supports are the prototypes (exactly so at $K = 1$): they are
-  always right, so a temperature fitted on them goes to zero and a threshold chosen on them accepts
-  everything. Tune on meta-validation classes; §5 measures what the mistake costs.
+  always right, so a temperature fitted on them goes to zero and a threshold chosen on them falls to
+  the lowest confidence any support has, accepting far too much. Tune on meta-validation classes; §5
+  measures what the mistake costs.
 - **Distractors and the softmax.** Probabilities always sum to one over the known classes, so an
   image of an unknown class can look certain. Only a distance (or a mask built on one) can say "none
   of these".
@@ -745,13 +814,14 @@ print(f"At 99% target precision the model labels {rows[0][2]['coverage']} of a 5
 
 md(r"""
 - A meta-learned embedding turns $K$ labels per class into **proposals with confidences** for the whole
-  pool; temperature scaling on meta-validation makes those confidences closer to frequencies.
+  pool. Temperature scaling fits one number on meta-validation; whether it brings the confidences closer
+  to frequencies on a new alphabet is measured (§4), not assumed.
 - A **threshold chosen on meta-validation** for a target precision decides what is accepted; its
   precision on a new alphabet must be measured, not assumed.
 - The unlabelled pool itself refines the prototypes (**soft k-means**); a distance **mask** keeps
   distractors from dragging them.
 - **Self-training** with class-balanced selection and re-anchoring on the human labels adds labels
-  round after round; a low threshold without those controls drifts.
+  round after round. Distractors are what make it drift: §7 measures each setting with and without them.
 - In a **human-in-the-loop** session, uncertainty-ordered questions and a meta-learned embedding cut the
   clicks needed for an accurate data set (the headline above, against pixels and a pre-trained net).
 - Audit the final labels (cleanlab with leave-one-out probabilities), and use `course-autolabel` on

@@ -711,7 +711,8 @@ def _summary(rows: Sequence[Row], plan: Plan, csv_path: Path, params: tuple, ski
     estimate = f"estimated precision {np.mean(auto_conf):.3f} (mean calibrated confidence)" if auto_conf \
         else "none accepted"
     lines = [f"{PROG}: wrote {csv_path} ({len(rows)} rows; {len(plan.classes)} classes, "
-             f"{int(k.min())}-{int(k.max())} supports per class"
+             + (f"{int(k.min())} support{'s' if int(k.min()) > 1 else ''} per class" if int(k.min()) == int(k.max())
+                else f"{int(k.min())} to {int(k.max())} supports per class")
              + (f", new from human rows: {', '.join(plan.new_classes)}" if plan.new_classes else "") + ")",
              f"  auto           {count['auto']:5d}  {estimate}",
              f"  needs-review   {count['needs-review']:5d}",

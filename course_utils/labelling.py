@@ -72,9 +72,7 @@ def nearest_prototype(support_z: Tensor, support_y: Tensor, n_way: int, z: Tenso
     return protonet_logits(z, class_means(support_z, support_y, n_way))
 
 
-def probabilities(logits: Tensor, temperature: float = 1.0) -> Tensor:
-    """p = softmax(logits / T) over the class axis (dim 1): ``(P, N) -> (P, N)``, rows sum to 1."""
-    return torch.softmax(logits / temperature, dim=1)
+from .confidence import probabilities  # noqa: E402  p = softmax(logits / kappa) over the classes (dim 1)
 
 
 # ------------------------------------------------------------------------------------ acquisition

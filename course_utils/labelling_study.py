@@ -125,27 +125,53 @@ def _pool_accuracy(c: Tensor, pool: Pool) -> float:
     return (pool_logits(pool, c)[real].argmax(1) == pool.pool_y[real]).float().mean().item()
 
 
+def truncate_pool(pool: Pool, m: int) -> Pool:
+    """The same pool with only the first ``m`` unlabelled items of each class (distractor classes too)."""
+    if pool.pool_ref is None:
+        raise ValueError("truncate_pool needs pool_ref (pools from labelling_data.sample_pool have it).")
+    keep = torch.zeros(len(pool.pool_y), dtype=torch.bool)
+    for c in pool.pool_ref[:, 0].unique():
+        keep[(pool.pool_ref[:, 0] == c).nonzero().flatten()[:m]] = True
+    return Pool(pool.support_z, pool.support_y, pool.pool_z[keep], pool.pool_y[keep], pool.n_way, pool.k_shot,
+                pool.classes, pool.distractor_classes, pool.support_ref, pool.pool_ref[keep])
+
+
+def refine_with(step: Callable, pool: Pool, steps: int = 1, radius: float | None = None,
+                sharpness: float | None = None) -> Tensor:
+    """Prototypes refined by ``steps`` calls of a soft k-means step with exercise 7.3's signature
+    ``step(c, support_z, support_y, z_unlabelled, mask)``; the mask (if a radius is given) is measured
+    once from the support means, as :func:`soft_kmeans.refine_prototypes` does."""
+    c = prototypes(pool.support_z, pool.n_way, pool.k_shot)
+    mask = None if radius is None else soft_kmeans.distance_mask(pool.pool_z, c, radius, sharpness)
+    for _ in range(steps):
+        c = step(c, pool.support_z, pool.support_y, pool.pool_z, mask)
+    return c
+
+
 def accuracy_vs_m(embedded: ClassSet, ms: Sequence[int], n_way: int, k_shot: int, n_pools: int,
                   radius: float, n_distractors: int = 0, steps: int = 1, seed: int = 0,
-                  sharpness: float | None = None) -> dict[str, dict[int, Accuracy]]:
+                  sharpness: float | None = None, step: Callable | None = None) -> dict[str, dict[int, Accuracy]]:
     """Accuracy on the pool's real-class items against M, for plain / soft k-means / masked prototypes.
 
-    The same pools for every method (one seed per M). Distractors (``n_distractors`` classes of M items
-    each) are in the pool the refinement sees but are not scored. Plain prototypes ignore the pool, so
-    their line is the M = 0 reference at every M.
+    The same pools for every M and every method: pools are drawn once with max(ms) items per class and
+    cut to the first M of each class (so the curves differ only by M, not by resampling). Distractors
+    (``n_distractors`` classes of M items each) are in the pool the refinement sees but are not scored.
+    Plain prototypes ignore the pool: their accuracy changes with M only because the scored items do.
+    ``step``: the soft k-means step to use (exercise 7.3's signature; default
+    :func:`soft_kmeans.soft_kmeans_step`).
     """
+    if not ms or min(ms) < 1:
+        raise ValueError(f"M must be >= 1 (accuracy is measured on the pool's items), got {list(ms)}.")
+    step = step or soft_kmeans.soft_kmeans_step
     methods: dict[str, Callable[[Pool], Tensor]] = {
         "plain prototypes": lambda p: prototypes(p.support_z, p.n_way, p.k_shot),
-        "soft k-means": lambda p: soft_kmeans.refine_prototypes(p.support_z, p.support_y, p.pool_z, p.n_way,
-                                                                steps=steps),
-        "masked soft k-means": lambda p: soft_kmeans.refine_prototypes(
-            p.support_z, p.support_y, p.pool_z, p.n_way, steps=steps, radius=radius, sharpness=sharpness),
+        "soft k-means": lambda p: refine_with(step, p, steps),
+        "masked soft k-means": lambda p: refine_with(step, p, steps, radius, sharpness),
     }
+    full = sample_pools(embedded, n_way, k_shot, max(ms), n_pools, n_distractors, seed=seed)
     out: dict[str, dict[int, Accuracy]] = {name: {} for name in methods}
     for m in ms:
-        if m < 1:
-            raise ValueError(f"M must be >= 1 (accuracy is measured on the pool's items), got {m}.")
-        pools = sample_pools(embedded, n_way, k_shot, m, n_pools, n_distractors, seed=seed + 1000 * m)
+        pools = [truncate_pool(p, m) for p in full]
         for name, fn in methods.items():
             out[name][m] = mean_ci95([_pool_accuracy(fn(p), p) for p in pools])
     return out
@@ -212,6 +238,7 @@ def plot_accuracy_vs_m(results: dict[int, dict[str, dict[int, Accuracy]]], title
             ms = sorted(by_m)
             _mean_band(ax, ms, [by_m[m] for m in ms], COLORS[j], name)
         ax.set_xlabel("M, unlabelled items per class")
+        ax.set_xticks(sorted(next(iter(res.values()))))
         ax.set_title(f"H = {h} distractor classes" if h else "no distractors")
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("accuracy on the pool (%), mean ± 95%")
@@ -292,7 +319,8 @@ def plot_self_training(results: dict[int, dict[str, dict]], title: str = "") -> 
                 _mean_band(ax, [x + start for x in xs], [vals[x] for x in xs], COLORS[s], name)
             ax.set_xlabel("round" if key != "heldout" else "round (0 = human labels only)")
             ax.set_ylabel(label)
-            ax.set_title(("no distractors" if not h else f"H = {h} distractor classes") + f": {key}")
+            ax.set_title(("no distractors" if not h else f"H = {h} distractor classes") + ": "
+                         + {"precision": "precision", "coverage": "coverage", "heldout": "held-out accuracy"}[key])
             ax.grid(alpha=0.3)
     axes[0, 0].legend(frameon=False, fontsize=8)
     fig.suptitle(title, fontsize=11)
@@ -349,8 +377,9 @@ def _pixels(classes: ClassSet) -> ClassSet:
     return ClassSet(torch.stack(x), list(classes.names), list(classes.alphabets), f"{classes.title} (pixels)")
 
 
-def _fit_pool_temperature(embedded: ClassSet, n_way: int, scorer=None, n_pools: int = 20, seed: int = 7) -> float:
-    """T for a representation, fitted on pools of ``embedded`` (meta-val) by NLL of the scorer's logits."""
+def fit_pool_temperature(embedded: ClassSet, n_way: int, scorer=None, n_pools: int = 20, seed: int = 7) -> float:
+    """kappa for a representation at ``n_way`` ways, fitted on 1-shot pools of ``embedded`` (meta-val) by
+    the NLL of the scorer's logits (default: nearest prototype)."""
     logits, ys = [], []
     for p in sample_pools(embedded, n_way, 1, 5, n_pools, seed=seed):
         logits.append(pool_logits(p) if scorer is None else scorer(p.support_z, p.support_y, n_way, p.pool_z))
@@ -387,7 +416,7 @@ def human_effort(data, new_embedded: ClassSet, val_embedded: ClassSet, baseline_
     methods += [("pixel nearest neighbour, least_margin", "pixels", "least_margin", False)]
     if baseline_encoder is not None:
         methods += [("pre-trained + linear head, least_margin", "pre-trained", "least_margin", False)]
-    temps = {r: _fit_pool_temperature(val, n_way, sc) for r, (_, val, sc) in reps.items()}
+    temps = {r: fit_pool_temperature(val, n_way, sc) for r, (_, val, sc) in reps.items()}
     total = n_way * per_class
     curves: dict[str, list[list[float]]] = {name: [] for name, *_ in methods}
     for run in range(n_runs):
@@ -467,27 +496,44 @@ def headline(effort: dict, target: float = 0.99) -> str:
             + "; ".join(tail) + ".")
 
 
+def _effort_style(name: str) -> tuple[str, str]:
+    """Colour by acquisition order (self-training dashed in its order's colour); baselines apart."""
+    if name.startswith("pixel"):
+        return COLORS[4], "-"
+    if name.startswith("pre-trained"):
+        return COLORS[7], "-"
+    order = ("random", "least_margin", "entropy", "kcenter")
+    j = next((i for i, o in enumerate(order) if f", {o}" in name), 5)
+    return COLORS[j if j < 4 else 5], "--" if "self-training" in name else "-"
+
+
 def plot_human_effort(effort: dict, title: str = "") -> Figure:
-    """Pool accuracy vs clicks per method (mean over runs, band = min..max over runs)."""
+    """Pool accuracy vs clicks per method (mean over runs, band = min..max over runs); right: a zoom."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.2))
-    styles = {False: "-", True: "--"}
-    for j, (name, runs) in enumerate(effort["curves"].items()):
-        a = 100 * torch.tensor(runs)
-        xs = torch.arange(a.shape[1]) + effort["first_click"]
-        st = styles["self-training" in name]
-        ax.plot(xs, a.mean(0), st, color=COLORS[j % len(COLORS)], label=name, lw=1.5)
-        if a.shape[0] > 1:
-            ax.fill_between(xs, a.min(0).values, a.max(0).values, color=COLORS[j % len(COLORS)], alpha=0.12)
-    for t in (95, 99):
-        ax.axhline(t, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("human clicks (the first one per class names it)")
-    ax.set_ylabel("pool accuracy (%)")
-    ax.set_ylim(max(0, ax.get_ylim()[0]), 100.5)
-    ax.set_title(title or "Accuracy of the labelled pool vs human effort")
-    ax.grid(alpha=0.3)
-    ax.legend(frameon=False, fontsize=7, loc="lower right")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.3))
+    for ax, zoom in zip(axes, (False, True)):
+        for name, runs in effort["curves"].items():
+            a = 100 * torch.tensor(runs)
+            xs = torch.arange(a.shape[1]) + effort["first_click"]
+            color, style = _effort_style(name)
+            ax.plot(xs, a.mean(0), style, color=color, label=name, lw=1.5)
+            if a.shape[0] > 1:
+                ax.fill_between(xs, a.min(0).values, a.max(0).values, color=color, alpha=0.12)
+        for t in (95, 99):
+            ax.axhline(t, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("human clicks (the first one per class names it)")
+        ax.set_ylabel("pool accuracy (%)")
+        ax.grid(alpha=0.3)
+        if zoom:
+            ax.set_xlim(effort["first_click"], min(effort["total"], 8 * effort["first_click"]))
+            ax.set_ylim(90, 100.3)
+            ax.set_title("zoom: the first clicks, accuracy above 90%")
+        else:
+            ax.set_ylim(max(0, ax.get_ylim()[0]), 100.5)
+            ax.set_title("the whole pool")
+            ax.legend(frameon=False, fontsize=7, loc="lower right")
+    fig.suptitle(title or "Accuracy of the labelled pool vs human effort", fontsize=11)
     fig.tight_layout()
     return fig
 

@@ -172,7 +172,7 @@ def plot_precision_coverage(curves: Mapping[str, tuple[Tensor, Tensor]], target:
             tau = threshold_for_precision(conf, correct, target)
             if math.isfinite(tau):
                 cov, prec = coverage_at(conf, correct, tau)
-                ax.plot([cov], [100 * prec], "o", color=colour, ms=6)
+                ax.plot([cov], [100 * prec], "o", color=colour, ms=6)  # the best cut reaching the target here
     if target is not None:
         ax.axhline(100 * target, color=COLORS[7], ls="--", lw=1, label=f"target precision {100 * target:g}%")
     ax.set_xlim(0, 1.02)

@@ -6,6 +6,9 @@ The mistaken functions below are written independently of the check's own varian
 write them), so a named message shows that the check recognises the mistake, not merely its own code."""
 import dataclasses
 import math
+import statistics
+
+import numpy as np
 
 import pytest
 import torch
@@ -66,6 +69,12 @@ def acc_fixed_t(logits, temperature, tau):
 
 def acc_argmin(logits, temperature, tau):  # "the nearest class" read from distances the wrong way
     confidence, labels = torch.softmax(logits / temperature, dim=1).min(dim=1)
+    return labels, confidence, confidence >= tau
+
+
+def acc_neg_logits(logits, temperature, tau):  # reads the logits as distances and negates them again
+    p = torch.softmax(-logits / temperature, dim=1)
+    confidence, labels = p.max(dim=1)
     return labels, confidence, confidence >= tau
 
 
@@ -189,6 +198,8 @@ def test_accept_right_answers_pass(fn):
     (acc_no_t, "the temperature is ignored"),
     (acc_fixed_t, "the temperature is fixed or ignored"),
     (acc_argmin, "*least* likely class"),
+    (acc_neg_logits, "the logits are already minus the squared distances: softmax(logits / kappa), without "
+                     "another minus sign"),
     (acc_labels_argmin, "the labels are the argmin"),
     (acc_labels_dim0, "the labels come from a softmax over the items"),
     (acc_raw_logit, "the confidence is the raw logit"),
@@ -243,7 +254,8 @@ def _student_scores(pool, temperature, *, use_support=False, euclid=False, raw=F
     return conf, pred == y, y == NONE
 
 
-def _student_tau(conf, correct, target, *, largest=False, stop_early=False, positions=False, over_all=False):
+def _student_tau(conf, correct, target, *, largest=False, stop_early=False, positions=False, over_all=False,
+                 strict=False):
     """A loop over the candidate thresholds from the top down (as a student writes it)."""
     values = torch.sort(conf, descending=True, stable=True)
     cs, cc = values.values, correct[values.indices].double()
@@ -252,7 +264,7 @@ def _student_tau(conf, correct, target, *, largest=False, stop_early=False, posi
         if not positions and i + 1 < len(cs) and cs[i + 1] == cs[i]:
             continue  # not the end of a run of equal confidences
         prec = cc[: i + 1].sum().item() / (len(cs) if over_all else i + 1)
-        if prec >= target:
+        if (prec > target if strict else prec >= target):
             if largest:
                 return cs[i].item()
             best = cs[i].item()
@@ -328,6 +340,72 @@ thr_first = make_threshold(which="first")
 thr_last = make_threshold(which="last")
 
 
+thr_strict_loop = make_threshold(strict=True)
+
+
+def _pooled(pools, temperature):
+    scored = [_student_scores(p, temperature, cdist=True)[:2] for p in pools]
+    return torch.cat([s[0] for s in scored]), torch.cat([s[1] for s in scored])
+
+
+def thr_strict(pools, temperature, target):  # thr_vectorised with precision > target
+    conf, right = _pooled(pools, temperature)
+    cs, order = conf.sort(descending=True)
+    prec = right[order].cumsum(0) / torch.arange(1, len(cs) + 1, device=cs.device)
+    last = torch.ones_like(cs, dtype=torch.bool)
+    last[:-1] = cs[1:] < cs[:-1]
+    ok = last & (prec > target)
+    return cs[ok].min().item() if ok.any() else math.inf
+
+
+def thr_break_first_fail(pools, temperature, target):  # from the top, break at the first failing item
+    conf, right = _pooled(pools, temperature)
+    tau, hits = math.inf, 0
+    for i, j in enumerate(torch.argsort(conf, descending=True).tolist()):
+        hits += int(right[j])
+        if hits / (i + 1) < target:
+            break
+        tau = conf[j].item()
+    return tau
+
+
+def thr_break_vectorised(pools, temperature, target):  # the cut just before the first dip
+    conf, right = _pooled(pools, temperature)
+    cs, order = conf.sort(descending=True)
+    prec = right[order].double().cumsum(0) / torch.arange(1, len(cs) + 1, device=cs.device)
+    bad = (prec < target).nonzero()
+    k = int(bad[0, 0]) if len(bad) else len(cs)
+    return cs[k - 1].item() if k > 0 else math.inf
+
+
+def _per_pool(pools, temperature, target):  # the right rule, one pool at a time
+    return [thr_vectorised([p], temperature, target) for p in pools]
+
+
+def thr_per_pool_mean(pools, temperature, target):
+    return statistics.mean(_per_pool(pools, temperature, target))
+
+
+def thr_per_pool_tensor_mean(pools, temperature, target):
+    return torch.tensor(_per_pool(pools, temperature, target), dtype=torch.float64).mean().item()
+
+
+def thr_per_pool_median(pools, temperature, target):
+    return float(np.median(_per_pool(pools, temperature, target)))
+
+
+def thr_per_pool_torch_median(pools, temperature, target):  # torch.median: the lower middle value
+    return torch.tensor(_per_pool(pools, temperature, target), dtype=torch.float64).median().item()
+
+
+def thr_per_pool_median_f32(pools, temperature, target):  # torch.tensor(list) without dtype: float32
+    return torch.tensor(_per_pool(pools, temperature, target)).median().item()
+
+
+def thr_per_pool_min(pools, temperature, target):
+    return min(_per_pool(pools, temperature, target))
+
+
 def thr_t_fixed_2(pools, temperature, target):  # the temperature hard-coded: the behavioural test names it
     return thr_right_loop(pools, 2.0, target)
 
@@ -382,17 +460,28 @@ def test_threshold_right_answers_pass(fn):
     (thr_distractors_right, "distractors are counted as correct"),
     (thr_distractors_dropped, "distractors are dropped"),
     (thr_largest, "*largest* confidence"),
-    (thr_stop_early, "stops at the first confidence where the precision dips"),
+    (thr_stop_early, "the scan stops at the first position whose precision drops below the target"),
+    (thr_break_first_fail, "the scan stops at the first position whose precision drops below the target"),
+    (thr_break_vectorised, "the scan stops at the first position whose precision drops below the target"),
+    (thr_strict, "strict > target: a cut whose precision equals the target reaches it"),
+    (thr_strict_loop, "strict > target: a cut whose precision equals the target reaches it"),
     (thr_positions, "items with the same confidence are split"),
     (thr_over_all, "computed over all the items"),
-    (thr_no_t, "the temperature is ignored (these are the thresholds for T = 1)"),
+    (thr_no_t, "the temperature is ignored (these are the thresholds for kappa = 1)"),
     (thr_t_fixed_2, "The temperature is ignored or fixed: your function returns the same threshold"),
     (thr_target_099, "the thresholds for target = 0.99"),
     (thr_target_09, "the thresholds for target = 0.9,"),
     (thr_target_08, "The target is ignored or fixed: your function returns the same threshold"),
     (thr_off, "is 0.9740899093, expected 0.9640899093"),
     (thr_float32, "7 significant digits"),
-    (thr_average, "per-pool thresholds are averaged"),
+    (thr_average, "per-pool thresholds are averaged (their mean)"),
+    (thr_per_pool_mean, "per-pool thresholds are averaged (their mean)"),
+    (thr_per_pool_tensor_mean, "per-pool thresholds are averaged (their mean)"),
+    (thr_per_pool_median, "per-pool thresholds are averaged by their median"),
+    (thr_per_pool_torch_median, "per-pool thresholds are averaged by their lower median"),
+    (thr_per_pool_min, "per-pool thresholds are combined by their minimum"),
+    (thr_per_pool_median_f32, "per-pool thresholds are averaged by their lower median"),
+    (thr_per_pool_median_f32, "as if a step ran in float32"),
     (thr_euclid, "Euclidean (not squared)"),
     (thr_raw, "the confidence is the raw logit"),
     (thr_first, "only the first pool"),
@@ -422,6 +511,18 @@ def test_threshold_reference_semantics():
     # the smallest qualifying tau, past a dip: precision 1, 1/2, 2/3, 3/4 -> target 0.7 gives the last
     c = torch.tensor([0.9, 0.8, 0.7, 0.6], dtype=torch.float64)
     assert ch07._smallest_tau(c, torch.tensor([True, False, True, True]), 0.7) == pytest.approx(0.6)
+    # >= target: 3 of 4 right is precision 0.75 exactly, and it reaches target 0.75
+    assert ch07._smallest_tau(c, torch.tensor([True, True, False, True]), 0.75) == pytest.approx(0.6)
+
+
+def test_threshold_probe_has_a_cut_exactly_at_the_target():
+    pools, temperature, target, _ = ch07._threshold_calls()[-1]
+    scored = [ch07._pool_confidence(p, temperature) for p in pools]
+    conf, right = torch.cat([s[0] for s in scored]), torch.cat([s[1] for s in scored])
+    tau = ch07.reference_fit_threshold(pools, temperature, target)
+    accepted = conf >= tau
+    assert right[accepted].sum().item() / accepted.sum().item() == target == 0.75  # exactly at the target
+    assert thr_strict(pools, temperature, target) > tau  # so `>` stops at a shallower cut
 
 
 # --- 7.3 a soft k-means step ----------------------------------------------------------------------
@@ -507,6 +608,31 @@ km_renorm = make_km(renorm=True)
 km_num_only_mask = make_km(num_only_mask=True)
 
 
+def _km_parts(c, support_z, support_y, z_unlabelled, mask):  # written as a student would, one-hot sums
+    w = F.softmax(-torch.cdist(z_unlabelled, c) ** 2, dim=1)
+    if mask is not None:
+        w = w * mask
+    onehot = F.one_hot(support_y, c.shape[0]).to(c.dtype)
+    return w, onehot.T @ support_z, onehot.sum(0)
+
+
+def km_num_no_support(c, support_z, support_y, z_unlabelled, mask=None):
+    w, _, count = _km_parts(c, support_z, support_y, z_unlabelled, mask)
+    return (w.T @ z_unlabelled) / (count + w.sum(0))[:, None]
+
+
+def km_den_plus_m(c, support_z, support_y, z_unlabelled, mask=None):
+    w, total, count = _km_parts(c, support_z, support_y, z_unlabelled, mask)
+    return (total + w.T @ z_unlabelled) / (count + z_unlabelled.shape[0])[:, None]
+
+
+def km_two_means(c, support_z, support_y, z_unlabelled, mask=None):
+    w, total, count = _km_parts(c, support_z, support_y, z_unlabelled, mask)
+    support_mean = total / count[:, None]
+    soft_mean = (w.T @ z_unlabelled) / w.sum(0)[:, None]
+    return (support_mean + soft_mean) / 2
+
+
 def km_no_mask(c, support_z, support_y, z_unlabelled, mask=None):
     return _km(c, support_z, support_y, z_unlabelled, None)
 
@@ -561,6 +687,10 @@ def test_kmeans_right_answers_pass(fn):
     (km_euclid, "Euclidean distance"),
     (km_plus, "softmax of +distances"),
     (km_no_support, "the supports are left out"),
+    (km_num_no_support, "the supports are missing from the numerator only"),
+    (km_den_plus_m, "the denominator adds M (the number of unlabelled items) instead of the soft weights' sum"),
+    (km_two_means, "the average of the support mean and the soft mean (two means averaged instead of one "
+                   "weighted mean)"),
     (km_uniform, "weights are uniform"),
     (km_hard, "weights are hard (one-hot"),
     (km_sum_only, "weighted *sum*, not the mean"),
@@ -870,6 +1000,74 @@ st_euclid = make_st(euclid=True)
 st_times_t = make_st(times_t=True)
 
 
+def _st_vectorised(support_z, support_y, pool_z, pseudo_idx, pseudo_y, n_way, temperature, tau, z_per_class, *,
+                   loo="own", human=True, fallback=False):
+    """The chapter's solution, written as a student would, with one change (for the mistakes below)."""
+    if human or (fallback and len(pseudo_idx) == 0):
+        z, y = torch.cat([support_z, pool_z[pseudo_idx]]), torch.cat([support_y, pseudo_y])
+    else:
+        z, y = pool_z[pseudo_idx], pseudo_y
+    onehot = F.one_hot(y, n_way).to(pool_z.dtype)
+    total, count = onehot.T @ z, onehot.sum(0)
+    d = (pool_z[:, None, :] - (total / count[:, None])[None]).pow(2).sum(-1)
+    if len(pseudo_idx) and loo == "own":
+        c_own = (total[pseudo_y] - pool_z[pseudo_idx]) / (count[pseudo_y] - 1)[:, None]
+        d[pseudo_idx, pseudo_y] = (pool_z[pseudo_idx] - c_own).pow(2).sum(-1)
+    if len(pseudo_idx) and loo == "every":  # the item taken out of every class's sum and count
+        pz = pool_z[pseudo_idx]
+        c_minus = (total[None] - pz[:, None]) / (count - 1)[None, :, None]
+        d[pseudo_idx] = (pz[:, None] - c_minus).pow(2).sum(-1)
+    p = torch.softmax(-d / temperature, dim=1)
+    return sel_topk(p, tau, z_per_class)
+
+
+def make_st_vec(**kw):
+    def round_(support_z, support_y, pool_z, pseudo_idx, pseudo_y, n_way, temperature, tau, z_per_class):
+        return _st_vectorised(support_z, support_y, pool_z, pseudo_idx, pseudo_y, n_way, temperature, tau,
+                              z_per_class, **kw)
+    return round_
+
+
+st_loo_every = make_st_vec(loo="every")
+st_pseudo_only = make_st_vec(human=False)
+st_pseudo_only_no_loo = make_st_vec(human=False, loo="none")
+st_pseudo_only_fallback = make_st_vec(human=False, fallback=True)  # round 1: the human supports
+st_pseudo_only_fallback_no_loo = make_st_vec(human=False, fallback=True, loo="none")
+
+
+def st_union_dict(support_z, support_y, pool_z, pseudo_idx, pseudo_y, n_way, temperature, tau, z_per_class):
+    """Earlier pseudo-labels kept: the old pairs, then the new ones not already there; sorted by idx."""
+    idx, lab = make_st_vec()(support_z, support_y, pool_z, pseudo_idx, pseudo_y, n_way, temperature, tau,
+                             z_per_class)
+    merged = dict(zip(pseudo_idx.tolist(), pseudo_y.tolist()))
+    for i, n in zip(idx.tolist(), lab.tolist()):
+        merged.setdefault(i, n)
+    keys = sorted(merged)
+    return torch.tensor(keys, dtype=torch.long), torch.tensor([merged[i] for i in keys], dtype=torch.long)
+
+
+def st_union_cat(support_z, support_y, pool_z, pseudo_idx, pseudo_y, n_way, temperature, tau, z_per_class):
+    """The same with tensors: torch.cat(old, new), the first occurrence of each index kept, sorted."""
+    idx, lab = st_closed_form(support_z, support_y, pool_z, pseudo_idx, pseudo_y, n_way, temperature, tau,
+                              z_per_class)
+    all_idx, all_lab = torch.cat([pseudo_idx, idx]), torch.cat([pseudo_y, lab])
+    first = torch.tensor([int(all_idx[k]) not in all_idx[:k].tolist() for k in range(len(all_idx))],
+                         dtype=torch.bool)
+    all_idx, all_lab = all_idx[first], all_lab[first]
+    order = all_idx.argsort()
+    return all_idx[order], all_lab[order]
+
+
+def st_union_new_label(support_z, support_y, pool_z, pseudo_idx, pseudo_y, n_way, temperature, tau, z_per_class):
+    """The union again, but an item selected again takes its new label (dict.update with the new pairs)."""
+    idx, lab = make_st_vec()(support_z, support_y, pool_z, pseudo_idx, pseudo_y, n_way, temperature, tau,
+                             z_per_class)
+    merged = dict(zip(pseudo_idx.tolist(), pseudo_y.tolist()))
+    merged.update(zip(idx.tolist(), lab.tolist()))
+    keys = sorted(merged)
+    return torch.tensor(keys, dtype=torch.long), torch.tensor([merged[i] for i in keys], dtype=torch.long)
+
+
 def st_no_t(support_z, support_y, pool_z, pseudo_idx, pseudo_y, n_way, temperature, tau, z_per_class):
     return _st(support_z, support_y, pool_z, pseudo_idx, pseudo_y, n_way, 1.0, tau, z_per_class)
 
@@ -911,7 +1109,8 @@ def st_cpu_counts(support_z, support_y, pool_z, pseudo_idx, pseudo_y, n_way, tem
     return make_st()(support_z, support_y, pool_z, pseudo_idx, pseudo_y, n_way, temperature, tau, z_per_class)
 
 
-@pytest.mark.parametrize("fn", [ch07.reference_self_training_round, st_loop, st_closed_form, make_st()])
+@pytest.mark.parametrize("fn", [ch07.reference_self_training_round, st_loop, st_closed_form, make_st(),
+                                make_st_vec()])
 def test_round_right_answers_pass(fn):
     assert ch07.self_training_round(fn) is fn
     assert status("7.5") == "right", message("7.5")
@@ -920,11 +1119,25 @@ def test_round_right_answers_pass(fn):
 @pytest.mark.parametrize("fn, phrase", [
     (st_no_loo, "votes for its own confidence"),
     (st_loo_full, "the count is not lowered"),
-    (st_union, "the new selection is added to the old one"),
+    (st_union, "earlier pseudo-labels are kept: your function returns the union of the previous pseudo-labels "
+                   "(pseudo_idx, pseudo_y) and the new selection, so"),
+    (st_union_dict, "earlier pseudo-labels are kept: your function returns the union of the previous pseudo-labels "
+                   "(pseudo_idx, pseudo_y) and the new selection, so"),
+    (st_union_cat, "earlier pseudo-labels are kept: your function returns the union of the previous pseudo-labels "
+                   "(pseudo_idx, pseudo_y) and the new selection, so"),
+    (st_union_new_label, "an item selected again takes its new label"),
+    (st_loo_every, "leave-one-out is applied to every class (the item removed from prototypes of classes it is "
+                   "not in)"),
     (st_locked, "only the other items compete"),
     (st_exclude, "left out of the scoring and the selection"),
-    (st_no_human, "the human supports are dropped from the prototypes (pseudo-labels only)"),
-    (st_no_human_no_loo, "the human supports are dropped from the prototypes (and no leave-one-out)"),
+    (st_no_human, "prototypes from the pseudo-labels only (human supports dropped)"),
+    (st_no_human_no_loo, "prototypes from the pseudo-labels only (human supports dropped), and no leave-one-out"),
+    (st_pseudo_only, "prototypes from the pseudo-labels only (human supports dropped)"),
+    (st_pseudo_only_no_loo, "prototypes from the pseudo-labels only (human supports dropped), and no "
+                            "leave-one-out"),
+    (st_pseudo_only_fallback, "prototypes from the pseudo-labels only (human supports dropped)"),
+    (st_pseudo_only_fallback_no_loo, "prototypes from the pseudo-labels only (human supports dropped), and no "
+                                     "leave-one-out"),
     (st_no_pseudo, "the pseudo-labels are ignored"),
     (st_halves, "equal weight"),
     (st_overall, "not class-balanced"),

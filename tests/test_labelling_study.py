@@ -128,3 +128,23 @@ def test_write_demo_folder_layout_and_truth(tmp_path):
     assert study.demo_truth(folder) == truth
     assert sum(v == "" for v in truth.values()) == 3
     assert not (folder / "truth.json").exists(), "the truth must not sit inside the folder the tool reads"
+
+
+def test_accuracy_vs_m_uses_the_given_step_and_nested_pools():
+    emb = clusters(spread=1.0)
+
+    def no_refinement(c, support_z, support_y, z_unlabelled, mask=None):
+        return c
+
+    res = study.accuracy_vs_m(emb, [3, 8], 5, 1, 10, radius=20.0, step=no_refinement)
+    for m in (3, 8):
+        assert res["soft k-means"][m].mean == res["plain prototypes"][m].mean, "the step passed in must be used"
+
+
+def test_truncate_pool_keeps_the_first_m_of_every_class():
+    p = sample_pool(clusters(), 3, 1, 6, n_distractors=2, generator=torch.Generator().manual_seed(1))
+    t = study.truncate_pool(p, 2)
+    assert len(t.pool_y) == 5 * 2 and (t.pool_y == NONE).sum() == 4
+    kept = {tuple(r) for r in t.pool_ref.tolist()}
+    assert kept <= {tuple(r) for r in p.pool_ref.tolist()}
+    assert study.truncate_pool(p, 6).pool_y.tolist() == p.pool_y.tolist()

@@ -1,13 +1,14 @@
 """Checks for chapter 07 (automatic labelling and self-training).
 
-Notation as in the chapter: logits ``(P, N)`` are ProtoNet's -||z - c_n||^2 (Snell et al. 2017), T the
-temperature, p = softmax(logits / T) over the classes, tau the acceptance threshold, Z the items
-selected per class per round, w soft assignments, m a mask. Pools are
+Notation as in the chapter: logits ``(P, N)`` are ProtoNet's -||z - c_n||^2 (Snell et al. 2017), kappa
+the softmax temperature (the argument ``temperature``; the course keeps T for inner steps, so no message
+calls the temperature T), p = softmax(logits / kappa) over the classes, tau the acceptance threshold, Z the
+items selected per class per round, w soft assignments, m a mask. Pools are
 :class:`course_utils.labelling_data.Pool` (supports class-major; a distractor's true label is ``NONE``).
 
 Exercises and the references' semantics:
 
-- 7.1 ``accept_at(logits, temperature, tau) -> (labels, confidence, accepted)``: p = softmax(logits / T,
+- 7.1 ``accept_at(logits, temperature, tau) -> (labels, confidence, accepted)``: p = softmax(logits / kappa,
   dim=1); confidence = max_n p, labels = argmax_n p, accepted = confidence >= tau (a bool tensor).
 - 7.2 ``fit_threshold(pools, temperature, target) -> float``: every pool's items are scored against the
   prototypes of its supports; confidences and correctness (argmax == pool_y; a distractor is never
@@ -15,7 +16,9 @@ Exercises and the references' semantics:
   {conf >= tau} has precision >= target (the largest coverage). Items with equal confidence are
   accepted or rejected together: the precision is evaluated only at distinct confidence values.
   Precision need not fall monotonically as tau falls, so tau is the smallest qualifying value over all
-  of them, not the last one before the first dip. ``float('inf')`` (accept nothing) if none qualifies.
+  of them, not the last one before the first dip. ">= target": a cut whose precision equals the target
+  exactly qualifies (one probe has 12 of 16 right at target 0.75, exact in binary). ``float('inf')``
+  (accept nothing) if none qualifies.
 - 7.3 ``soft_kmeans_step(c, support_z, support_y, z_unlabelled, mask=None) -> c_new`` (Ren et al. 2018):
   w = softmax over classes of -||z~_j - c_n||^2, times the mask m (M, N) if given;
   c~_n = (sum_i z_i [y_i = n] + sum_j w_jn m_jn z~_j) / (sum_i [y_i = n] + sum_j w_jn m_jn).
@@ -33,7 +36,7 @@ Exercises and the references' semantics:
   (the other classes' prototypes do not contain it), so it never votes for its own confidence. Then a
   fresh class-balanced selection (7.4's rule) over the whole pool: earlier pseudo-labels are not kept.
 
-Each probe calls the student's function several times, changing one argument at a time (T, tau, the
+Each probe calls the student's function several times, changing one argument at a time (kappa, tau, the
 target, Z, the mask, c, the pseudo-labels), in float64 with tight tolerances and once in float32, and
 once on PyTorch's ``meta`` device (a tensor made without ``device=`` crashes on a GPU). Inputs must not
 change (the pools of 7.2 are compared field by field after each call). A wrong answer is matched against
@@ -44,28 +47,34 @@ named from pairs of calls that differ in that argument alone, and last the first
 
 Named mistakes:
 
-- 7.1: softmax over the items (dim 0); logits multiplied by T; T ignored or fixed; the least likely class
-  (min / argmin); the raw logit, or logit / T, as the confidence; the margin; a log-probability; labels
-  from argmin or from the items' softmax; strict > instead of >= (two equal logits give exactly 0.5);
-  tau ignored or fixed; accepted inverted; accepted from the raw logits or without T; accepted as a
-  float or integer mask instead of bool.
+- 7.1: softmax over the items (dim 0); logits multiplied by kappa; the logits negated again
+  (softmax(-logits / kappa)); kappa ignored or fixed; the least likely class (min / argmin); the raw
+  logit, or logit / kappa, as the confidence; the margin; a log-probability; labels from argmin or from
+  the items' softmax; strict > instead of >= (two equal logits give exactly 0.5); tau ignored or fixed;
+  accepted inverted; accepted from the raw logits or without kappa; accepted as a float or integer mask
+  instead of bool.
 - 7.2: the threshold chosen on the support set; distractors counted as correct, or dropped; the largest
-  tau reaching the target; the scan stopped at the first dip below the target; ties split (precision
-  evaluated inside a run of equal confidences); precision over all items instead of the accepted ones;
-  T ignored or fixed; the target ignored or fixed (0.99, 0.9, any); per-pool thresholds averaged; Euclidean
-  instead of squared distances; the raw logit as the confidence; only the first or the last pool.
-- 7.3: softmax over the items; Euclidean distances; +distances; supports left out; uniform or hard
-  (one-hot) assignments; no normalisation; the denominator without the support count or with 1 instead
-  of K; the support mean counted once; the mask ignored, renormalised over the classes, or only in the
-  numerator; the old prototypes returned; c used in place of the supports (with weight K or 1); c ignored
-  (assignments to the support means); support_y ignored (class-major order assumed).
+  tau reaching the target; the scan stopped at the first cut below the target (at run ends, or at every
+  position); strict > target; ties split (precision evaluated inside a run of equal confidences);
+  precision over all items instead of the accepted ones; kappa ignored or fixed; the target ignored or
+  fixed (0.99, 0.9, any); per-pool thresholds combined (mean, median, lower median as torch.median
+  gives, min); Euclidean instead of squared distances; the raw logit as the confidence; only the first
+  or the last pool.
+- 7.3: softmax over the items; Euclidean distances; +distances; supports left out, or missing from the
+  numerator only; uniform or hard (one-hot) assignments; no normalisation; the denominator without the
+  support count, with 1 instead of K, or with M instead of the weights' sum; the support mean counted
+  once; the support mean and the soft mean averaged; the mask ignored, renormalised over the classes, or
+  only in the numerator; the old prototypes returned; c used in place of the supports (with weight K or
+  1); c ignored (assignments to the support means); support_y ignored (class-major order assumed).
 - 7.4: the top Z*N overall (class imbalance); tau ignored or fixed; strict >; top Z per class by p[:, n]
   regardless of the argmax; the least confident Z; Z ignored (all above tau) or fixed; labels that do not
   follow their items (class order kept after sorting idx) or are positions; a bool mask returned.
-- 7.5: no leave-one-out; leave-one-out divided by the full count; earlier pseudo-labels kept (locked in,
-  no re-anchoring); pseudo-labelled items left out of the scoring; human supports dropped; pseudo-labels
-  ignored in the prototypes; human and pseudo means averaged with equal weight; unbalanced selection
-  (top Z*N); tau, T or Z ignored; logits multiplied by T; Euclidean distances.
+- 7.5: no leave-one-out; leave-one-out divided by the full count, or applied to every class; earlier
+  pseudo-labels kept (their union with the new selection, or locked in: no re-anchoring);
+  pseudo-labelled items left out of the scoring; human supports dropped (with or without leave-one-out,
+  with or without them in round 1); pseudo-labels ignored in the prototypes; human and pseudo means
+  averaged with equal weight; unbalanced selection (top Z*N); tau, kappa or Z ignored; logits multiplied
+  by kappa; Euclidean distances.
 """
 from __future__ import annotations
 
@@ -107,7 +116,7 @@ def _class_means(z: Tensor, y: Tensor, n_way: int) -> Tensor:
 
 
 def reference_accept_at(logits: Tensor, temperature: float, tau: float) -> tuple[Tensor, Tensor, Tensor]:
-    """p = softmax(logits / T) over the classes; (argmax p, max p, max p >= tau)."""
+    """p = softmax(logits / kappa) over the classes; (argmax p, max p, max p >= tau)."""
     p = torch.softmax(logits / temperature, dim=1)
     confidence, labels = p.max(dim=1)
     return labels, confidence, confidence >= tau
@@ -232,17 +241,21 @@ def _conf_variants(L: Tensor, T: float) -> dict[str, Tensor]:
     top2 = p.topk(2, dim=1).values
     return {
         SOFTMAX_ITEMS: torch.softmax(L / T, dim=0).max(dim=1).values,
-        "the logits are multiplied by the temperature; T divides them, softmax(logits / T) (T > 1 "
-        "softens the probabilities, T < 1 sharpens them).": torch.softmax(L * T, dim=1).max(dim=1).values,
-        f"the temperature is ignored (these are the confidences for T = 1, not T = {T:g}): divide the "
+        "the logits are multiplied by the temperature; kappa divides them, softmax(logits / kappa) (kappa > 1 "
+        "softens the probabilities, kappa < 1 sharpens them).": torch.softmax(L * T, dim=1).max(dim=1).values,
+        "the logits are negated a second time, softmax(-logits / kappa), which makes the *farthest* prototype "
+        "the most likely. Remember that the logits are already minus the squared distances: softmax(logits / "
+        "kappa), without another minus sign (torch.softmax(logits / temperature, dim=1)).":
+            torch.softmax(-L / T, dim=1).max(dim=1).values,
+        f"the temperature is ignored (these are the confidences for kappa = 1, not kappa = {T:g}): divide the "
         "logits by temperature before the softmax.": torch.softmax(L, dim=1).max(dim=1).values,
         "the confidence is the probability of the *least* likely class (min instead of max): the "
         "logits are minus distances, so the nearest prototype has the largest logit and the largest "
         "probability; take p.max(dim=1).": p.min(dim=1).values,
         "the confidence is the raw logit (minus the squared distance), not a probability: apply the "
-        "softmax first, p = softmax(logits / T, dim=1), and take its max; tau is a probability in [0, 1].":
+        "softmax first, p = softmax(logits / kappa, dim=1), and take its max; tau is a probability in [0, 1].":
             L.max(dim=1).values,
-        "the confidence is the logit divided by T, not a probability: apply the softmax over the "
+        "the confidence is the logit divided by kappa, not a probability: apply the softmax over the "
         "classes, then take the max.": (L / T).max(dim=1).values,
         "the confidence is the margin (top-1 minus top-2 probability); this exercise's confidence is "
         "the max probability itself, max_n p.": top2[:, 0] - top2[:, 1],
@@ -267,8 +280,9 @@ def _label_variants(L: Tensor, T: float) -> dict[str, Tensor]:
 def _accept_variants(L: Tensor, T: float, tau: float) -> dict[str, Tensor]:
     conf = torch.softmax(L / T, dim=1).max(dim=1).values
     return {
-        "the comparison is strict (confidence > tau): an item whose confidence equals tau exactly is "
-        "accepted, `confidence >= tau`.": conf > tau,
+        "the comparison is strict (confidence > tau): your function rejects an item whose confidence equals "
+        "tau exactly, but tau is the lowest confidence that is accepted. Compare with `confidence >= tau`.":
+            conf > tau,
         "accepted is inverted: it marks the items *below* tau. Accept the confident ones, "
         "`confidence >= tau`.": conf < tau,
         "accepted is inverted (confidence <= tau): accept the confident ones, `confidence >= tau`.": conf <= tau,
@@ -277,7 +291,7 @@ def _accept_variants(L: Tensor, T: float, tau: float) -> dict[str, Tensor]:
         "accepted compares the raw logits with tau (a logit is minus a squared distance, never a "
         "probability): compare the confidence, `confidence >= tau`.": L.max(dim=1).values >= tau,
         "accepted uses the probabilities without the temperature: compare the confidence you return "
-        "(softmax(logits / T)), `confidence >= tau`.": torch.softmax(L, dim=1).max(dim=1).values >= tau,
+        "(softmax(logits / kappa)), `confidence >= tau`.": torch.softmax(L, dim=1).max(dim=1).values >= tau,
     }
 
 
@@ -333,13 +347,13 @@ def _probe_accept(fn: Callable) -> None:
     L1 = _example_logits([0, 0, 1, 0, 2, 0, 0], 4, seed=71)
     L2 = _example_logits([0, 1, 2, 0, 1], 3, seed=72).float()
     ties = torch.tensor([[-1.0, -1.0], [-3.0, -0.5], [-2.0, -2.0], [0.0, -4.0], [-0.25, -0.75]], dtype=D)
-    # (logits, T, tau, description): T and tau change one at a time; ties give confidence exactly 0.5
-    calls = [(L1, 2.0, 0.6, "7 items, 4 classes, T = 2, tau = 0.6"),
-             (L1, 0.8, 0.8, "the same logits with T = 0.8, tau = 0.8"),
-             (L1, 0.8, 0.93, "the same logits with T = 0.8, tau = 0.93"),
-             (ties, 1.0, 0.5, "2 classes with equal logits in rows 0 and 2 (confidence exactly 0.5), T = 1, "
+    # (logits, kappa, tau, description): kappa and tau change one at a time; ties give confidence exactly 0.5
+    calls = [(L1, 2.0, 0.6, "7 items, 4 classes, kappa = 2, tau = 0.6"),
+             (L1, 0.8, 0.8, "the same logits with kappa = 0.8, tau = 0.8"),
+             (L1, 0.8, 0.93, "the same logits with kappa = 0.8, tau = 0.93"),
+             (ties, 1.0, 0.5, "2 classes with equal logits in rows 0 and 2 (confidence exactly 0.5), kappa = 1, "
                               "tau = 0.5"),
-             (L2, 1.5, 0.7, "5 items, 3 classes, float32, T = 1.5, tau = 0.7")]
+             (L2, 1.5, 0.7, "5 items, 3 classes, float32, kappa = 1.5, tau = 0.7")]
     prev = None
     for i, (L, T, tau, desc) in enumerate(calls):
         labels, conf, acc = _accept_triple(fn(L, T, tau), L.shape[0])
@@ -348,8 +362,8 @@ def _probe_accept(fn: Callable) -> None:
         atol = 1e-10 if L.dtype == D else 1e-6
         cv = {}
         if prev is not None and prev[1] != T and prev[0] is L:
-            cv[f"the temperature is fixed or ignored (these are the confidences for T = {prev[1]:g}, the "
-               f"previous call's, not T = {T:g}): divide the logits by temperature."] = \
+            cv[f"the temperature is fixed or ignored (these are the confidences for kappa = {prev[1]:g}, the "
+               f"previous call's, not kappa = {T:g}): divide the logits by temperature."] = \
                 torch.softmax(L / prev[1], dim=1).max(dim=1).values
         cv.update(_conf_variants(L, T))
         diagnose(conf, ref_conf, f"the confidence ({desc})", cv, atol=atol, rtol=1e-8)
@@ -435,14 +449,24 @@ def _tau_variant(conf: Tensor, correct: Tensor, target: float, rule: str = "smal
     count = torch.arange(1, cs.shape[0] + 1, dtype=conf.dtype)
     precision = cc / (cs.shape[0] if rule == "all_items" else count)
     run_end = torch.cat([cs[:-1] != cs[1:], torch.ones(1, dtype=torch.bool)])
-    ok = (precision >= target) & (run_end if rule != "positions" else torch.ones_like(run_end))
-    if rule == "contiguous":  # from the top, up to the first run below the target
+    if rule in ("positions", "contiguous_positions"):  # every position is a cut, also inside a run of ties
+        run_end = torch.ones_like(run_end)
+    ok = (precision > target if rule == "strict" else precision >= target) & run_end
+    if rule in ("contiguous", "contiguous_positions"):  # from the top, up to the first cut below the target
         bad = run_end & ~ok
         if bool(bad.any()):
             ok = ok & (torch.arange(cs.shape[0]) < int(bad.nonzero()[0, 0]))
     if not bool(ok.any()):
         return float("inf")
     return float(cs[ok].max()) if rule == "largest" else float(cs[ok].min())
+
+
+_PER_POOL: dict[str, Callable[[list[float]], float]] = {  # sorted per-pool thresholds -> one number
+    "mean": lambda t: sum(t) / len(t),
+    "median": lambda t: (t[(len(t) - 1) // 2] + t[len(t) // 2]) / 2,  # statistics / NumPy: middle pair averaged
+    "median_low": lambda t: t[(len(t) - 1) // 2],  # torch.median: the lower of the middle pair
+    "min": lambda t: t[0],
+}
 
 
 def _threshold_variant(pools: Sequence[Pool], T: float, target: float, *, score: str = "pool",
@@ -457,9 +481,15 @@ def _threshold_variant(pools: Sequence[Pool], T: float, target: float, *, score:
         elif distractors == "dropped":
             v, right = v[~distr], right[~distr]
         parts.append((v, right))
-    if which == "average":
-        return sum(_tau_variant(v, r, target, rule) for v, r in parts) / len(parts)
+    if which in _PER_POOL:  # the right rule on each pool alone, then one number from the pool's thresholds
+        return _PER_POOL[which](sorted(_tau_variant(v, r, target, rule) for v, r in parts))
     return _tau_variant(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), target, rule)
+
+
+PER_POOL = ("a threshold chosen on each pool alone and then combined does not give the target precision on "
+            "the pooled items (a pool's precision curve is not the pooled one). Pool the items of all the "
+            "validation pools (torch.cat their confidences and correctness) and choose one threshold on all "
+            "of them.")
 
 
 def _threshold_mistakes(pools: Sequence[Pool], T: float, target: float) -> dict[str, float]:
@@ -475,10 +505,20 @@ def _threshold_mistakes(pools: Sequence[Pool], T: float, target: float) -> dict[
         "it is the *largest* confidence whose accepted set reaches the target (the coverage is "
         "minimised): take the smallest such tau, so that as many items as possible are accepted.":
             v(rule="largest"),
-        "the scan from the top stops at the first confidence where the precision dips below the target. "
-        "Precision need not fall steadily as tau falls (one wrong item makes it dip, more right ones lift "
-        "it again): take the smallest tau over *all* the confidence values whose accepted set reaches the "
-        "target.": v(rule="contiguous"),
+        "the scan stops at the first position whose precision drops below the target: your function scans "
+        "the cuts from the most confident item down and breaks at the first one that fails. Precision is not "
+        "monotone in the cut (one wrong item makes it dip, more right ones below it lift it again), so a "
+        "deeper cut can reach the target again: check *every* cut and return the smallest tau whose "
+        "accepted set reaches the target (no break).": v(rule="contiguous"),
+        "the scan stops at the first position whose precision drops below the target, and it counts "
+        "positions inside a run of equal confidences as cuts. Precision is not monotone in the cut, so a "
+        "deeper cut can reach the target again: check every cut without a break, and only at the last item "
+        "of each run of equal confidences ({conf >= tau} accepts them together).":
+            v(rule="contiguous_positions"),
+        "the comparison is strict > target: a cut whose precision equals the target reaches it. Your "
+        "function keeps a cut only when its precision is *above* the target, so a cut at exactly the target "
+        "(e.g. 12 of 16 right for target 0.75) is passed over; compare with `precision >= target`.":
+            v(rule="strict"),
         "items with the same confidence are split: the precision is evaluated at every position of the "
         "sorted list, also inside a run of equal confidences, but {conf >= tau} accepts all of them "
         "together. Evaluate the precision only at the last item of each run of equal values (e.g. keep "
@@ -486,14 +526,17 @@ def _threshold_mistakes(pools: Sequence[Pool], T: float, target: float) -> dict[
         "the precision is computed over all the items (correct accepted / P) instead of over the accepted "
         "ones (correct accepted / number accepted): precision is the fraction of the *accepted* labels "
         "that are right.": v(rule="all_items"),
-        "the temperature is ignored (these are the thresholds for T = 1): use softmax(logits / temperature).":
-            _threshold_variant(pools, 1.0, target),
-        "the per-pool thresholds are averaged: pool the items of all the validation pools (torch.cat their "
-        "confidences and correctness) and choose one threshold on all of them.": v(which="average"),
+        "the temperature is ignored (these are the thresholds for kappa = 1): use softmax(logits / "
+        "temperature).": _threshold_variant(pools, 1.0, target),
+        "the per-pool thresholds are averaged (their mean): " + PER_POOL: v(which="mean"),
+        "the per-pool thresholds are averaged by their median: " + PER_POOL: v(which="median"),
+        "the per-pool thresholds are averaged by their lower median (torch.median of an even count "
+        "returns the lower middle value): " + PER_POOL: v(which="median_low"),
+        "the per-pool thresholds are combined by their minimum: " + PER_POOL: v(which="min"),
         "the distances are Euclidean (not squared): ProtoNet's logits are -||z - c_n||^2, the squared "
         "distance.": v(dist="euclid"),
-        "the confidence is the raw logit, not a probability: p = softmax(logits / T, dim=1), confidence = "
-        "p.max(dim=1).": v(conf="logit"),
+        "the confidence is the raw logit, not a probability: p = softmax(logits / kappa, dim=1), confidence "
+        "= p.max(dim=1).": v(conf="logit"),
         "only the first pool is used: loop over all the pools.": v(which="first"),
         "only the last pool is used (a variable overwritten in the loop?): collect every pool's "
         "confidences and correctness, then choose tau on all of them.": v(which="last"),
@@ -560,20 +603,29 @@ def _threshold_calls() -> list[tuple[list[Pool], float, float, str]]:
     a = [_val_pool(s, 3, 1, 4, 1) for s in (720, 721, 722)]
     b = [_val_pool(s, 4, 2, 3, 2, spread=1.2) for s in (723, 724)]
     t = [_tie_pool()]
-    return [(a, 2.0, 0.83, "3 pools (3-way 1-shot, with distractors), T = 2, target = 0.83"),
-            (a, 2.0, 0.57, "the same pools, T = 2, target = 0.57"),
-            (a, 1.2, 0.57, "the same pools, T = 1.2, target = 0.57"),
-            (b, 1.6, 0.71, "2 pools (4-way 2-shot), T = 1.6, target = 0.71"),
+    return [(a, 2.0, 0.83, "3 pools (3-way 1-shot, with distractors), kappa = 2, target = 0.83"),
+            (a, 2.0, 0.57, "the same pools, kappa = 2, target = 0.57"),
+            (a, 1.2, 0.57, "the same pools, kappa = 1.2, target = 0.57"),
+            (b, 1.6, 0.71, "2 pools (4-way 2-shot), kappa = 1.6, target = 0.71"),
             (t, 2.0, 0.78, "a 2-way pool with a distractor identical to a class item (equal confidences), "
-                           "T = 2, target = 0.78"),
+                           "kappa = 2, target = 0.78"),
             (t + [_top_distractor_pool()], 2.0, 1.0, "that pool and one whose most confident item is a "
-             "distractor, T = 2, target = 1.0 (no threshold reaches it)")]
+             "distractor, kappa = 2, target = 1.0 (no threshold reaches it)"),
+            # 12 of the 16 most confident are right: precision exactly 0.75 (exact in binary, in any dtype),
+            # and no deeper cut reaches it, so `precision > target` stops at a shallower cut
+            (b, 1.6, 0.75, "the 2 pools (4-way 2-shot), kappa = 1.6, target = 0.75 (the cut at the 16 most "
+                           "confident items has precision 12/16 = 0.75 exactly)")]
 
 
 def _same_number(a: float, b: float) -> bool:
     if math.isinf(a) or math.isinf(b) or math.isnan(a) or math.isnan(b):
         return a == b
     return abs(a - b) <= 1e-10 + 1e-8 * abs(b)
+
+
+def _float32_close(a: float, b: float) -> bool:
+    """Equal to about float32's 7 significant digits (finite numbers only)."""
+    return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= 1e-6 * abs(b) + 1e-9
 
 
 def _expect_number(out: Any, what: str) -> float:
@@ -613,16 +665,22 @@ def _probe_threshold(fn: Callable) -> None:
     for msg, values in variants.items():
         if all(_same_number(a, b) for a, b in zip(got, values)):
             raise Mistake(f"the threshold: wrong. It looks like {msg}")
+    for msg, values in variants.items():  # the same mistake with a step in float32 (torch.tensor(list_of_floats))
+        if all(_same_number(a, b) or _float32_close(a, b) for a, b in zip(got, values)):
+            raise Mistake(f"the threshold: wrong. It looks like {msg} Also, your thresholds agree with that "
+                          "mistake's to about 7 significant digits only, as if a step ran in float32 (a .float(), "
+                          "or torch.tensor(a list of floats) without dtype=): compute in float64 throughout.")
     _selected_behaviour(got, ref, _same_number, [
         (0, 1, "the threshold: wrong. The target is ignored or fixed: your function returns the same threshold "
                "for target = 0.83 and target = 0.57 on the same pools. Choose the smallest tau whose accepted "
                "set has precision >= target."),
         (1, 2, "the threshold: wrong. The temperature is ignored or fixed: your function returns the same "
-               "threshold for T = 2 and T = 1.2 on the same pools. Use p = softmax(logits / temperature, dim=1)."),
+               "threshold for kappa = 2 and kappa = 1.2 on the same pools. Use p = softmax(logits / temperature, "
+               "dim=1)."),
     ])
     k = next(i for i, (a, b) in enumerate(zip(got, ref)) if not _same_number(a, b))
     f32 = ""
-    if math.isfinite(got[k]) and math.isfinite(ref[k]) and abs(got[k] - ref[k]) <= 1e-6 * abs(ref[k]) + 1e-9:
+    if _float32_close(got[k], ref[k]):
         f32 = (" Your threshold agrees with it to about 7 significant digits only, as if a step ran in float32 "
                "(a .float(), or a tensor made without dtype=): compute in float64 throughout (the pools are "
                "float64).")
@@ -676,6 +734,20 @@ def _kmeans_mistakes(c: Tensor, s: Tensor, y: Tensor, u: Tensor, mask: Tensor | 
         "the supports are left out: the new prototype is the weighted mean of the unlabelled items alone. The "
         "labelled supports stay in it with weight 1 each: add sum_i z_i [y_i = n] to the numerator and their "
         "count to the denominator.": (wm.T @ u) / wm.sum(0).unsqueeze(1),
+        "the supports are missing from the numerator only: the numerator is sum_j w_jn m_jn z~_j alone, while "
+        "the denominator counts the supports, sum_i [y_i = n] + sum_j w_jn m_jn. Add the supports themselves "
+        "to the numerator, sum_i z_i [y_i = n] (one_hot(support_y, N).T @ support_z): each support counts "
+        "with weight 1 in both.": (wm.T @ u) / (cnt + wm.sum(0)).unsqueeze(1),
+        "the denominator adds M (the number of unlabelled items) instead of the soft weights' sum: every "
+        f"class's count grows by M = {u.shape[0]}, but an unlabelled item adds w_jn m_jn to class n, not 1 to "
+        "every class. Divide by sum_i [y_i = n] + sum_j w_jn m_jn (w.sum(0) after the mask).":
+            (sums + wm.T @ u) / (cnt + u.shape[0]).unsqueeze(1),
+        "it is the average of the support mean and the soft mean (two means averaged instead of one weighted "
+        "mean): (mean of the supports + sum_j w_jn m_jn z~_j / sum_j w_jn m_jn) / 2 gives the supports and "
+        "the unlabelled items half the weight each, however many supports and however much soft weight there "
+        "are. Compute one mean over both, (sum_i z_i [y_i = n] + sum_j w_jn m_jn z~_j) / (sum_i [y_i = n] + "
+        "sum_j w_jn m_jn).":
+            (mu + (wm.T @ u) / wm.sum(0).unsqueeze(1)) / 2,
         "the unlabelled weights are uniform (1/N for every class): they are the soft assignments w_jn = "
         "softmax(-||z~_j - c_n||^2) over the classes.": refine(torch.full_like(d, 1.0 / n) * m),
         "the unlabelled weights are hard (one-hot at the nearest prototype): soft k-means keeps the "
@@ -838,7 +910,8 @@ SELECT_MISTAKES = {
                "class-balanced selection).",
     "no_tau": "tau is ignored: items below the threshold are selected too (the Z most confident per class, "
               "however low). Keep only items with max p >= tau, then take the top Z per class.",
-    "strict": "the threshold is strict (max p > tau): an item whose confidence equals tau is selected, "
+    "strict": "the threshold is strict (max p > tau): your function leaves out the items whose max p equals "
+              "tau exactly, but tau is the lowest confidence that may be selected. Keep the items with "
               "`max p >= tau`.",
     "column": "each class takes its top Z by p[:, n] regardless of the argmax: an item may then be selected for "
               "a class that is not its best guess, or for two classes. Consider for class n only the items "
@@ -962,8 +1035,11 @@ def select_balanced(student: Callable) -> Callable:
 def _round_variant(support_z: Tensor, support_y: Tensor, pool_z: Tensor, pseudo_idx: Tensor, pseudo_y: Tensor,
                    n_way: int, T: float, tau: float, z: int, *, loo: str = "minus1", human: bool = True,
                    pseudo: bool = True, keep: str = "none", select: str = "right", dist: str = "sq",
-                   weight: str = "mean", scale: str = "divide", return_p: bool = False) -> Pairs | Tensor:
+                   weight: str = "mean", scale: str = "divide", fallback: bool = False,
+                   return_p: bool = False) -> Pairs | Tensor:
     dt = pool_z.dtype
+    if fallback and not pseudo_idx.numel():  # human supports dropped, but used while there are no pseudo-labels
+        human = True
     pz = pool_z[pseudo_idx]
     oh_s, oh_p = _onehot(support_y, n_way, dt), _onehot(pseudo_y, n_way, dt)
     none = (torch.zeros(n_way, pool_z.shape[1], dtype=dt), torch.zeros(n_way, dtype=dt))
@@ -976,7 +1052,10 @@ def _round_variant(support_z: Tensor, support_y: Tensor, pool_z: Tensor, pseudo_
     else:
         c = sums / counts.unsqueeze(1)
     d = _sqdist(pool_z, c)
-    if pseudo and loo != "none" and weight != "halves" and pseudo_idx.numel():
+    if pseudo and loo == "every" and pseudo_idx.numel():  # the item taken out of every class's sum and count
+        c_minus = (sums.unsqueeze(0) - pz.unsqueeze(1)) / (counts - 1).view(1, -1, 1)
+        d = d.index_put((pseudo_idx,), (pz.unsqueeze(1) - c_minus).pow(2).sum(-1))
+    elif pseudo and loo != "none" and weight != "halves" and pseudo_idx.numel():
         own = counts[pseudo_y].unsqueeze(1)
         c_loo = (sums[pseudo_y] - pz) / (own - 1 if loo == "minus1" else own)
         d = d.index_put((pseudo_idx, pseudo_y), (pz - c_loo).pow(2).sum(1))
@@ -991,13 +1070,21 @@ def _round_variant(support_z: Tensor, support_y: Tensor, pool_z: Tensor, pseudo_
         p[pseudo_idx] = 0.0  # not candidates (max p = 0 < tau)
     rule = {"right": "right", "overall": "overall", "no_tau": "no_tau", "no_z": "no_z"}[select]
     new = _select_variant(p, tau, z, rule)
-    if keep in ("union", "locked"):
+    if keep in ("union", "locked"):  # an index in both keeps its old label
         old = dict(zip(pseudo_idx.tolist(), pseudo_y.tolist()))
         merged = dict(new)
         merged.update(old)
         return sorted(merged.items())
+    if keep == "union_new":  # an index in both takes its new label
+        merged = dict(zip(pseudo_idx.tolist(), pseudo_y.tolist()))
+        merged.update(new)
+        return sorted(merged.items())
     return new
 
+
+HUMAN_ANCHOR = ("the K human labels are the anchor in every round. Every prototype is the mean of its human "
+                "supports *and* its pseudo-supports, so a wrong pseudo-label is outweighed instead of taking its "
+                "class over.")
 
 ROUND_MISTAKES = {
     "no_loo": (dict(loo="none"), "a pseudo-labelled item is scored against a prototype that contains itself, "
@@ -1006,21 +1093,39 @@ ROUND_MISTAKES = {
                "(count_n - 1)."),
     "loo_count": (dict(loo="full"), "the pseudo-labelled item is taken out of its prototype's sum but the count is "
                   "not lowered: c_n^(-j) = (sum_n - z_j) / (count_n - 1)."),
-    "union": (dict(keep="union"), "earlier pseudo-labels are kept (locked in): the new selection is added to the "
-              "old one. Re-anchor every round: the human supports are always in the prototypes, but the "
-              "pseudo-labels are chosen afresh from the whole pool, so an earlier mistake can be dropped."),
+    "loo_every": (dict(loo="every"), "leave-one-out is applied to every class (the item removed from prototypes of "
+                  "classes it is not in): a pseudo-labelled item is in its own class's sum only, so subtracting it "
+                  "from the other classes' sums (and 1 from their counts) moves their prototypes. Only its own "
+                  "class n = pseudo_y[j] loses it, c_n^(-j) = (sum_n - z_j) / (count_n - 1); its distances to the "
+                  "other classes use their full means."),
+    "union": (dict(keep="union"), "earlier pseudo-labels are kept: your function returns the union of the "
+              "previous pseudo-labels (pseudo_idx, pseudo_y) and the new selection, so the new selection is added "
+              "to the old one and a label, once given, is never withdrawn. Re-anchor every round: the human "
+              "supports are always in the prototypes, but the pseudo-labels are chosen afresh from the whole "
+              "pool (return the new selection alone), so an earlier mistake can be dropped."),
+    "union_new": (dict(keep="union_new"), "earlier pseudo-labels are kept: your function returns the union of the "
+                  "previous pseudo-labels (pseudo_idx, pseudo_y) and the new selection (an item selected again "
+                  "takes its new label, but an item no longer selected keeps its old one). Re-anchor every "
+                  "round: return the new selection alone, so that an earlier mistake can be dropped."),
     "locked": (dict(keep="locked"), "earlier pseudo-labels are locked in: they are kept as they are and only the "
                "other items compete for the new selection. Re-anchor every round: score every pool item and "
                "select afresh, so that an earlier mistake can be dropped."),
     "exclude": (dict(keep="exclude"), "the pseudo-labelled items are left out of the scoring and the selection: "
                 "every pool item is scored each round (the pseudo-labelled ones with leave-one-out prototypes) "
                 "and the selection is made afresh from all of them."),
-    "no_human": (dict(human=False), "the human supports are dropped from the prototypes (pseudo-labels only): the "
-                 "K human labels are the anchor; every prototype is the mean of its human supports *and* its "
-                 "pseudo-supports."),
-    "no_human_no_loo": (dict(human=False, loo="none"), "the human supports are dropped from the prototypes (and "
-                        "no leave-one-out): every prototype is the mean of its human supports and its "
-                        "pseudo-supports, and a pseudo-labelled item is scored without itself."),
+    "no_human": (dict(human=False), "it builds the prototypes from the pseudo-labels only (human supports "
+                 "dropped): " + HUMAN_ANCHOR),
+    "no_human_no_loo": (dict(human=False, loo="none"), "it builds the prototypes from the pseudo-labels only "
+                        "(human supports dropped), and no leave-one-out: " + HUMAN_ANCHOR + " And score a "
+                        "pseudo-labelled item without itself (leave-one-out)."),
+    "no_human_fallback": (dict(human=False, fallback=True), "it builds the prototypes from the pseudo-labels only "
+                          "(human supports dropped) as soon as there are pseudo-labels (the human supports serve "
+                          "only in round 1): " + HUMAN_ANCHOR),
+    "no_human_fallback_no_loo": (dict(human=False, fallback=True, loo="none"), "it builds the prototypes from the "
+                                 "pseudo-labels only (human supports dropped), and no leave-one-out, as soon as "
+                                 "there are pseudo-labels (the human supports serve only in round 1): " +
+                                 HUMAN_ANCHOR + " And score a pseudo-labelled item without itself "
+                                 "(leave-one-out)."),
     "no_pseudo": (dict(pseudo=False), "the pseudo-labels are ignored: the prototypes are the human supports' means "
                   "only. Add the current pseudo-supports, pool_z[pseudo_idx] with labels pseudo_y, to their "
                   "classes' prototypes."),
@@ -1034,9 +1139,9 @@ ROUND_MISTAKES = {
                ">= tau (7.4's rule)."),
     "no_z": (dict(select="no_z"), "z_per_class is ignored: every item above tau is selected. Take the Z most "
              "confident per class (7.4's rule)."),
-    "no_T": (dict(), "the temperature is ignored: p = softmax(-d / T)."),
-    "times_T": (dict(scale="times"), "the distances are multiplied by the temperature: p = softmax(-d / T) (T "
-                "divides)."),
+    "no_T": (dict(), "the temperature is ignored: p = softmax(-d / kappa), torch.softmax(-d / temperature, dim=1)."),
+    "times_T": (dict(scale="times"), "the distances are multiplied by the temperature: p = softmax(-d / kappa) "
+                "(kappa divides)."),
     "euclid": (dict(dist="euclid"), "the distances are Euclidean (not squared): ProtoNet scores with "
                "-||z - c_n||^2."),
 }
@@ -1082,13 +1187,14 @@ def _round_calls():
     pi2, pl2 = _st_pseudo(py2, 3, per_class=2, wrong=2)
     base = (sz, sy, pz)
     pseudo = _pairs_text(list(zip(pi.tolist(), pl.tolist())))
-    return [((*base, empty, empty, 3, t1, u1, 2), f"round 1 (no pseudo-labels yet), T = {t1}, tau = {u1}, Z = 2"),
-            ((*base, pi, pl, 3, t1, u1, 2), f"pseudo-labels {pseudo}, T = {t1}, tau = {u1}, Z = 2"),
-            ((*base, pi, pl, 3, t1, u1, 3), f"the same pseudo-labels, T = {t1}, tau = {u1}, Z = 3"),
-            ((*base, pi, pl, 3, t1, u2, 2), f"the same pseudo-labels, T = {t1}, tau = {u2}, Z = 2"),
-            ((*base, pi, pl, 3, t2, u1, 2), f"the same pseudo-labels, T = {t2}, tau = {u1}, Z = 2"),
+    return [((*base, empty, empty, 3, t1, u1, 2),
+             f"round 1 (no pseudo-labels yet), kappa = {t1}, tau = {u1}, Z = 2"),
+            ((*base, pi, pl, 3, t1, u1, 2), f"pseudo-labels {pseudo}, kappa = {t1}, tau = {u1}, Z = 2"),
+            ((*base, pi, pl, 3, t1, u1, 3), f"the same pseudo-labels, kappa = {t1}, tau = {u1}, Z = 3"),
+            ((*base, pi, pl, 3, t1, u2, 2), f"the same pseudo-labels, kappa = {t1}, tau = {u2}, Z = 2"),
+            ((*base, pi, pl, 3, t2, u1, 2), f"the same pseudo-labels, kappa = {t2}, tau = {u1}, Z = 2"),
             ((sz2.float(), sy2, pz2.float(), pi2, pl2, 3, t3, u3, 2),
-             f"3-way 2-shot, float32, 2 wrong pseudo-labels, T = {t3}, tau = {u3}, Z = 2")]
+             f"3-way 2-shot, float32, 2 wrong pseudo-labels, kappa = {t3}, tau = {u3}, Z = 2")]
 
 
 def _round_variants(calls) -> dict[str, list[Pairs]]:
@@ -1118,7 +1224,8 @@ def _probe_round(fn: Callable) -> None:
         (1, 3, "the new selection: wrong. tau is ignored or fixed: the same items come back for tau = "
                f"{calls[1][0][7]} and tau = {calls[3][0][7]}."),
         (1, 4, "the new selection: wrong. The temperature is ignored or fixed: the same items come back for "
-               f"T = {calls[1][0][6]} and T = {calls[4][0][6]}. p = softmax(-d / T)."),
+               f"kappa = {calls[1][0][6]} and kappa = {calls[4][0][6]}. p = softmax(-d / kappa), "
+               "torch.softmax(-d / temperature, dim=1)."),
     ], "Prototypes: mean of the human supports and the pseudo-supports of each class; each pseudo-labelled "
        "item scored without itself; then 7.4's class-balanced selection over the whole pool.")
     args = calls[1][0]
