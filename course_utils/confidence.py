@@ -174,9 +174,9 @@ def fit_temperature(logits: Tensor, y: Tensor, max_iter: int = 100) -> float:
             f2 = _nll(logits, y, u2)
     u = (a + b) / 2
     if u - lo < 0.5 or hi - u < 0.5:
-        warnings.warn(f"fit_temperature: the NLL is smallest at the edge of the search range (T = {math.exp(u):.3g}). "
+        warnings.warn(f"fit_temperature: the NLL is smallest at the edge of the search range (kappa = {math.exp(u):.3g}). "
                       "Every item is right with a growing margin (were these support logits?) or the "
-                      "predictions are no better than chance; fit T on meta-val query logits.", stacklevel=2)
+                      "predictions are no better than chance; fit kappa on meta-val pool logits.", stacklevel=2)
     return math.exp(u)
 
 
@@ -216,7 +216,7 @@ def expected_calibration_error(p: Tensor, y: Tensor, n_bins: int = 15) -> float:
 
 
 def plot_reliability(p_before: Tensor, p_after: Tensor | None, y: Tensor, n_bins: int = 15, ax=None,
-                     labels: Sequence[str] = ("before (T = 1)", "after temperature scaling")):
+                     labels: Sequence[str] = ("before (κ = 1)", "after temperature scaling")):
     """Reliability diagram: accuracy per max-prob bin, before and after (bars), the diagonal, ECE in the legend.
 
     ``p_after`` may be None (one set of bars). Draws on ``ax`` if given; returns the Figure.
