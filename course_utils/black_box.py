@@ -37,8 +37,8 @@ Per-instance accuracy (Santoro et al., Table 1): in a MANN episode each class ap
 times; accuracy at a class's 1st appearance cannot use that class's label (it was never shown), at
 the 2nd it can. The first is *not* bounded by chance 1/N: a network can guess among the labels not
 shown yet, and the k-th new class (k = 0..N-1) has N - k of them, so the best first-instance
-accuracy is mean_k 1/(N - k) (:func:`first_instance_ceiling`; 45.7% for N = 5, Santoro's MANN
-reports 36.4%). Only the very first item of an episode is at chance.
+accuracy is mean_k 1/(N - k) (:func:`first_instance_ceiling`; 45.7% for N = 5: compare it with the
+first-instance column of Santoro et al.'s Table 1). Only the very first item of an episode is at chance.
 
 Everything works on the device of its inputs; generators are CPU ``torch.Generator`` s (random
 orders are drawn on the CPU, then moved).
