@@ -81,3 +81,21 @@ def message(number: str) -> str:
 def stub(*args, **kwargs):
     """An exercise the student has not attempted."""
     raise NotImplementedError("Exercise N.M: not attempted")
+
+
+def expect_stub_handling(check, number: str, ref, wrong, monkeypatch) -> None:
+    """A check's verdicts on unattempted work: a stub (the chapter's own, and the shared one) is "not
+    attempted" and answered with the reference; in strict mode a stub and a ``wrong`` answer raise."""
+    import pytest
+    from course_utils import checks
+
+    def exercise_stub(*args, **kwargs):
+        raise NotImplementedError(f"Exercise {number}: write this function")
+    assert check(exercise_stub) is ref
+    assert status(number) == "not attempted"
+    assert check(stub) is ref and status(number) == "not attempted"
+    monkeypatch.setenv("COURSE_STRICT", "1")
+    with pytest.raises(checks.ExerciseError):
+        check(exercise_stub)
+    with pytest.raises(checks.ExerciseError):
+        check(wrong)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from course_utils import checks, protonet
 from course_utils.chapter_checks import ch07
 from course_utils.labelling_data import NONE
-from conftest import message, status, stub  # shared check-test helpers
+from conftest import expect_stub_handling, message, status, stub  # shared check-test helpers
 
 
 def sq(z, c):
@@ -1220,16 +1220,7 @@ CHECKS = [(ch07.accept_at, "7.1", ch07.reference_accept_at, acc_dim0),
 
 @pytest.mark.parametrize("check, number, ref, wrong", CHECKS)
 def test_stubs_are_not_attempted_and_strict_mode_raises(check, number, ref, wrong, monkeypatch):
-    def exercise_stub(*args, **kwargs):
-        raise NotImplementedError(f"Exercise {number}: write this function")
-    assert check(exercise_stub) is ref
-    assert status(number) == "not attempted"
-    assert check(stub) is ref and status(number) == "not attempted"
-    monkeypatch.setenv("COURSE_STRICT", "1")
-    with pytest.raises(checks.ExerciseError):
-        check(exercise_stub)
-    with pytest.raises(checks.ExerciseError):
-        check(wrong)
+    expect_stub_handling(check, number, ref, wrong, monkeypatch)
 
 
 @pytest.mark.parametrize("check, number, ref, wrong", CHECKS)

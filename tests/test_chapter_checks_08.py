@@ -14,7 +14,7 @@ from course_utils import black_box as bb
 from course_utils import checks
 from course_utils.chapter_checks import ch08
 from course_utils.episodes import Episode
-from conftest import message, status, stub  # shared check-test helpers
+from conftest import expect_stub_handling, message, status, stub  # shared check-test helpers
 
 
 # --- 8.1 label-shifted inputs ------------------------------------------------------------------------
@@ -741,16 +741,7 @@ CHECKS = [(ch08.label_shifted_inputs, "8.1", ch08.reference_label_shifted_inputs
 
 @pytest.mark.parametrize("check, number, ref, wrong", CHECKS)
 def test_stubs_are_not_attempted_and_strict_mode_raises(check, number, ref, wrong, monkeypatch):
-    def exercise_stub(*args, **kwargs):
-        raise NotImplementedError(f"Exercise {number}: write this function")
-    assert check(exercise_stub) is ref
-    assert status(number) == "not attempted"
-    assert check(stub) is ref and status(number) == "not attempted"
-    monkeypatch.setenv("COURSE_STRICT", "1")
-    with pytest.raises(checks.ExerciseError):
-        check(exercise_stub)
-    with pytest.raises(checks.ExerciseError):
-        check(wrong)
+    expect_stub_handling(check, number, ref, wrong, monkeypatch)
 
 
 @pytest.mark.parametrize("check, number, ref, wrong", CHECKS)
