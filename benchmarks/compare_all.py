@@ -1,4 +1,4 @@
-"""Every algorithm of chapters 00-06 on the same 5-way 1-shot tasks, with the same training budget.
+"""Every few-shot classifier of chapters 00-06 and 08 on the same 5-way 1-shot tasks, with the same training budget.
 
     OMNIGLOT_DIR=../shared/data/omniglot .venv/bin/python benchmarks/compare_all.py \
         [--source glyphs omniglot] [--seconds 90] [--episodes 600] [--hidden 32] [--threads 1]
@@ -18,7 +18,9 @@ The protocol, the same for every method:
   recipes as in the chapters' quick budget (learning rates, inner steps, meta-batches), except two
   that the chapters' benchmarks chose: first-order MAML with a zero head, alpha 0.1 and 5 inner steps
   (benchmarks/first_order_curves.py, chapter 03), and Reptile with the paper's inner Adam recipe
-  (benchmarks/reptile_curves.py, chapter 05; the chapter's own runs use SGD).
+  (benchmarks/reptile_curves.py, chapter 05; the chapter's own runs use SGD). The black-box learners of
+  chapter 08 put their LSTM or causal transformer on top of the same Conv-4 and train it end to end on
+  5-way 1-shot episodes (their output size fixes N, so they cannot train 20-way like ProtoNet).
 
 Without ``OMNIGLOT_DIR`` the Omniglot column is skipped with the reason. Each source's results go to
 ``benchmarks/out/compare_all_<source>.json``; the report ``benchmarks/out/compare_all.md`` is rebuilt
@@ -42,7 +44,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from course_utils import baselines, leo, maml, matching, nets, omniglot, protonet, reptile, siamese  # noqa: E402
+from course_utils import baselines, black_box, leo, maml, matching, nets, omniglot, protonet, reptile, siamese  # noqa: E402
 from course_utils.datasets import FewShotData, few_shot_data  # noqa: E402
 from course_utils.devices import describe_device, pick_device, seed_everything  # noqa: E402
 from course_utils.episodes import ClassSet, Episode, EpisodeSampler  # noqa: E402
@@ -247,6 +249,30 @@ def leo_(s: Setup) -> Trained:
                    f"{len(pre.values['loss'])} batches + {len(hist.values['loss'])} episodes", seconds)
 
 
+def _black_box(s: Setup, learner: torch.nn.Module, name: str) -> Trained:
+    torch.manual_seed(s.seed)
+    encoder = nets.conv4(1, s.hidden)
+    model = black_box.BlackBoxLearner(encoder, learner, N_WAY, seed=s.seed).to(s.device)
+    hist = train_episodic(model, black_box.black_box_loss, s.data.train, N_WAY, K_SHOT, Q_QUERY, steps=MANY,
+                          lr=1e-3, device=s.device, seed=s.seed, desc=name, max_seconds=s.seconds)
+    model.eval()
+    return Trained(lambda ep: model(ep), s.data.test, f"{len(hist.values['loss'])} 5-way episodes", hist.seconds)
+
+
+def black_box_lstm(s: Setup) -> Trained:
+    """Chapter 08: Conv-4 + LSTM reading the shuffled labelled supports, then each query (CS330 HW1)."""
+    torch.manual_seed(s.seed)
+    dim = nets.embedding_dim(nets.conv4(1, s.hidden))
+    return _black_box(s, black_box.BlackBoxLSTM(dim, N_WAY, hidden=128), "black-box LSTM")
+
+
+def black_box_transformer(s: Setup) -> Trained:
+    """Chapter 08: Conv-4 + a 2-layer causal transformer over the same sequences."""
+    torch.manual_seed(s.seed)
+    dim = nets.embedding_dim(nets.conv4(1, s.hidden))
+    return _black_box(s, black_box.BlackBoxTransformer(dim, N_WAY, d_model=64, layers=2), "black-box transformer")
+
+
 METHODS: dict[str, tuple[str, Callable[[Setup], Trained]]] = {
     "pixel 1-NN": ("00", pixel_nn),
     "pre-trained Conv-4 + linear head": ("00", linear_head),
@@ -260,6 +286,8 @@ METHODS: dict[str, tuple[str, Callable[[Setup], Trained]]] = {
     "Reptile": ("05", reptile_),
     "Reptile, symmetric head at test": ("05", reptile_symmetric),
     "LEO": ("06", leo_),
+    "Black-box LSTM": ("08", black_box_lstm),
+    "Black-box transformer": ("08", black_box_transformer),
 }
 
 
