@@ -102,3 +102,24 @@ def test_reptile_curves_runs_every_variant_and_reports_the_end_rows(monkeypatch,
         assert abs(e["head norm"] ** 2 - e["head shared row norm"] ** 2 - e["head label-specific norm"] ** 2) < 1e-4
         assert ("paper protocol (1 query per class)" in run["extra"]) == name.startswith("port")
         assert f"| {name} |" in text
+
+
+def test_in_context_regression_reports_all_three_settings(monkeypatch, tmp_path):
+    spec = importlib.util.spec_from_file_location("in_context_regression",
+                                                  ROOT / "benchmarks" / "in_context_regression.py")
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "in_context_regression", mod)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "OUT", tmp_path)
+    assert mod.main(["--d", "2", "--k", "3", "--seconds", "0.3", "--prompts", "20"]) == 0
+    result = json.loads((tmp_path / "in_context_regression.json").read_text())
+    runs = result["runs"]
+    assert list(runs) == ["in distribution", "x scaled by 2", "more examples than trained on (k = 6)"]
+    assert len(runs["in distribution"]["least squares"]["mean"]) == 3
+    assert len(runs["more examples than trained on (k = 6)"]["least squares"]["mean"]) == 6
+    # least squares is exact once it has seen d = 2 examples, in every setting
+    for curves in runs.values():
+        assert max(curves["least squares"]["mean"][2:]) < 1e-6
+    text = (tmp_path / "in_context_regression.md").read_text()
+    assert "**more examples than trained on (k = 6)**" in text and "| transformer |" in text
+    assert (tmp_path / "in_context_regression.png").exists()
