@@ -46,6 +46,8 @@ WRONG = {
                      "loss.backward(); grad_z = z.grad", "your function calls .backward()"),
     "07_autolabel.ipynb": ("p = torch.softmax(logits / temperature, dim=1)",
                            "p = torch.softmax(logits / temperature, dim=0)", "the softmax runs over the items (dim=0)"),
+    "08_black_box.ipynb": ("late = torch.cat([torch.zeros_like(e[:1]), e[:-1]])", "late = e",
+                           "the current label is in the input"),
 }
 
 
