@@ -6,7 +6,10 @@ S = {(x_i, y_i)}, |S| = N*K) and ask it to label Q further examples of each
 (the *query set*, |Q| = N*Q). Labels are 0..N-1 in a random order, so a
 learner cannot memorise classes; it must learn how to learn from S.
 
-Data is held as a :class:`ClassSet`: examples grouped by class. Splits are
+Data is held as a :class:`ClassSet`: examples grouped by class. The examples are tensors
+(images, vectors), or any items (sentences, waveforms of different lengths) together with a
+*feature function* that turns a list of items into a tensor batch: episodes then featurise only
+the items they draw, so text, audio and images go through the same sampler. Splits are
 made by *class* (never by example), so meta-test classes are unseen during
 meta-training. Support and query tensors are class-major: rows ``c*K .. c*K+K-1``
 of the support set are class ``c``.
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -38,17 +41,24 @@ class ClassSet:
     Attributes:
         x: ``(C, M, *item_shape)`` tensor (every class has M examples) or a list of C tensors
             ``(M_c, *item_shape)``. Images are ``(1, H, W)`` items, uint8 (0-255, ink high) or float.
+            With ``features``: a list of C sequences of raw items (strings, 1-D waveforms, ...).
         names: C unique class names, e.g. ``'Greek/alpha'``; rotated copies end in ``/rot90``.
-        alphabets: the group (alphabet, script, speaker...) of each class.
+        alphabets: the group (alphabet, script, language family, voice...) of each class.
         title: what the set is, for plots and messages.
+        features: ``features(list_of_items) -> Tensor (len, *item_shape)``; ``None`` when the
+            examples are tensors already.
     """
 
-    x: Tensor | list[Tensor]
+    x: Tensor | list[Tensor] | list[Sequence[Any]]
     names: list[str]
     alphabets: list[str]
     title: str = "class set"
+    features: Callable[[Sequence[Any]], Tensor] | None = None
 
     def __post_init__(self) -> None:
+        if self.features is not None and not callable(self.features):
+            raise ValueError(f"{self.title}: features must be a function list_of_items -> Tensor, got "
+                             f"{type(self.features).__name__}.")
         n = len(self.x)
         if len(self.names) != n or len(self.alphabets) != n:
             raise ValueError(f"{self.title}: {n} classes of examples but {len(self.names)} names and "
@@ -65,9 +75,26 @@ class ClassSet:
         return (f"ClassSet({self.title!r}: {len(self)} classes, {len(set(self.alphabets))} alphabets, "
                 f"{self.min_examples()}+ examples of shape {shape})")
 
-    def examples(self, c: int) -> Tensor:
-        """All examples of class ``c``, shape ``(M_c, *item_shape)``."""
+    def items(self, c: int) -> Tensor | Sequence[Any]:
+        """The stored examples of class ``c``: a tensor, or the raw items when there is a feature function."""
         return self.x[c]
+
+    def n_examples(self, c: int) -> int:
+        """How many examples class ``c`` has."""
+        return len(self.x[c])
+
+    def take(self, c: int, idx: Sequence[int] | Tensor) -> Tensor:
+        """Examples ``idx`` of class ``c`` as a tensor ``(len(idx), *item_shape)`` (featurised if need be)."""
+        ex = self.x[c]
+        if self.features is None:
+            return ex[torch.as_tensor(idx, dtype=torch.long)]
+        return _featurise(self, [ex[int(i)] for i in idx])
+
+    def examples(self, c: int) -> Tensor:
+        """All examples of class ``c`` as a tensor, shape ``(M_c, *item_shape)``."""
+        if self.features is None:
+            return self.x[c]
+        return _featurise(self, list(self.x[c]))
 
     def min_examples(self) -> int:
         """The fewest examples any class has (0 for an empty set)."""
@@ -75,11 +102,13 @@ class ClassSet:
             return 0
         if isinstance(self.x, Tensor):
             return int(self.x.shape[1])
-        return min(int(t.shape[0]) for t in self.x)
+        return min(len(t) for t in self.x)
 
     @property
     def item_shape(self) -> tuple[int, ...]:
-        return tuple(self.x[0].shape[1:])
+        if self.features is None:
+            return tuple(self.x[0].shape[1:])
+        return tuple(self.take(0, [0]).shape[1:])
 
     def subset(self, idx: Sequence[int], title: str | None = None) -> "ClassSet":
         """The classes at positions ``idx``, in that order."""
@@ -87,6 +116,15 @@ class ClassSet:
         x = self.x[torch.as_tensor(idx, dtype=torch.long)] if isinstance(self.x, Tensor) and idx \
             else [self.x[i] for i in idx]
         return ClassSet(x, [self.names[i] for i in idx], [self.alphabets[i] for i in idx],
+                        title or self.title, self.features)
+
+    def featurised(self, title: str | None = None) -> "ClassSet":
+        """The same classes with every item featurised once: a ClassSet of tensors (faster to sample)."""
+        if self.features is None:
+            return self
+        xs = [self.examples(c) for c in range(len(self))]
+        same = len({tuple(t.shape) for t in xs}) == 1
+        return ClassSet(torch.stack(xs) if same and xs else xs, list(self.names), list(self.alphabets),
                         title or self.title)
 
     def alphabet_names(self) -> list[str]:
@@ -128,6 +166,15 @@ class Episode:
                        self.n_way, self.k_shot, self.q_query, self.classes[b])
 
 
+def _featurise(classes: ClassSet, items: list) -> Tensor:
+    out = classes.features(items)
+    if not isinstance(out, Tensor) or out.dim() < 1 or out.shape[0] != len(items):
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"{classes.title}: the feature function must return a tensor with one row per "
+                         f"item ({len(items)} items), got {got}.")
+    return out
+
+
 def _as_float(x: Tensor) -> Tensor:
     return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
 
@@ -162,9 +209,8 @@ def sample_episode(classes: ClassSet, n_way: int, k_shot: int, q_query: int = 15
     chosen = torch.randperm(len(classes), generator=generator)[:n_way].tolist()
     xs, xq = [], []
     for c in chosen:
-        ex = classes.examples(c)
-        pick = torch.randperm(ex.shape[0], generator=generator)[: k_shot + q_query]
-        chosen_ex = ex[pick]
+        pick = torch.randperm(classes.n_examples(c), generator=generator)[: k_shot + q_query]
+        chosen_ex = classes.take(c, pick)
         xs.append(chosen_ex[:k_shot])
         xq.append(chosen_ex[k_shot:])
     labels = torch.arange(n_way)
@@ -210,8 +256,8 @@ def with_rotations(classes: ClassSet, angles: Sequence[int] = (0, 90, 180, 270))
     """
     if not angles or any(a % 90 for a in angles):
         raise ValueError(f"angles must be multiples of 90 degrees, got {list(angles)}.")
-    if len(classes.item_shape) < 2:
-        raise ValueError("with_rotations needs image items (..., H, W).")
+    if classes.features is not None or len(classes.item_shape) < 2:
+        raise ValueError("with_rotations needs image items (..., H, W) stored as tensors.")
     xs, names, alphabets = [], [], []
     for a in angles:
         k = (a // 90) % 4

@@ -140,8 +140,9 @@ def train_episodic(model: nn.Module, episode_loss_fn: EpisodeLoss, train: ClassS
 
 
 def class_set_fingerprint(classes: ClassSet) -> str:
-    """A short hash of a ClassSet's identity (title, class names, item shape) for cache keys."""
-    text = "\n".join([classes.title, str(classes.item_shape), *classes.names])
+    """A short hash of a ClassSet's identity (title, class names, item shape, feature function) for cache keys."""
+    feats = repr(code_fingerprint(classes.features)) if classes.features is not None else ""
+    text = "\n".join([classes.title, str(classes.item_shape), feats, *classes.names])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -205,7 +206,7 @@ def embed_class_set(encoder: nn.Module, classes: ClassSet, device: torch.device 
 
 
 def _sizes(classes: ClassSet) -> list[int]:
-    return [int(classes.examples(c).shape[0]) for c in range(len(classes))]
+    return [classes.n_examples(c) for c in range(len(classes))]
 
 
 def evaluate_paired(methods: dict[str, tuple[ClassSet, Callable[[Episode], Tensor]]], n_way: int, k_shot: int,

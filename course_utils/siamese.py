@@ -127,7 +127,7 @@ def verification_loss(logits: Tensor, y: Tensor) -> Tensor:
 def _counts(classes: ClassSet) -> list[int]:
     if isinstance(classes.x, Tensor):
         return [int(classes.x.shape[1])] * len(classes)
-    return [int(t.shape[0]) for t in classes.x]
+    return [len(t) for t in classes.x]
 
 
 def _randint(high: int, g: torch.Generator | None) -> int:
@@ -187,8 +187,8 @@ def sample_pairs(classes: ClassSet, n_pairs: int, generator: torch.Generator | N
             c2 = (c1 + 1 + _randint(n_classes - 1, g)) % n_classes
         a_idx.append((c1, _randint(counts[c1], g)))
         b_idx.append((c2, _randint(counts[c2], g)))
-    x1 = torch.stack([classes.examples(c)[i] for c, i in a_idx])
-    x2 = torch.stack([classes.examples(c)[i] for c, i in b_idx])
+    x1 = torch.cat([classes.take(c, [i]) for c, i in a_idx])
+    x2 = torch.cat([classes.take(c, [i]) for c, i in b_idx])
     y = torch.cat([torch.zeros(half), torch.ones(half)])
     return _as_float(x1), _as_float(x2), y
 

@@ -3,6 +3,7 @@ import torch
 
 from course_utils import episodes as E
 from conftest import toy_classes
+from course_utils.episodes import ClassSet, sample_episode, split_by_alphabet, with_rotations
 
 
 def decode(x):
@@ -152,3 +153,56 @@ def test_split_by_alphabet(toy):
 def test_episode_to_device(toy):
     ep = E.sample_episode(toy, 2, 1, 1).to("cpu")
     assert ep.support_x.device.type == "cpu"
+
+
+# --------------------------------------------------------------- items with a feature function
+
+def _length_features(items):
+    """A toy feature function: each string becomes (its length, its first character code)."""
+    return torch.tensor([[float(len(s)), float(ord(s[0]))] for s in items])
+
+
+def _item_set():
+    words = [[f"{c}{'x' * i}" for i in range(1, 9)] for c in "abcdef"]
+    return ClassSet(words, [f"w{c}" for c in "abcdef"], ["g1"] * 3 + ["g2"] * 3, "words", _length_features)
+
+
+def test_item_class_set_samples_featurised_episodes_from_the_chosen_items_only():
+    calls = []
+
+    def feats(items):
+        calls.append(len(items))
+        return _length_features(items)
+
+    words = _item_set()
+    words.features = feats
+    ep = sample_episode(words, 3, 2, 3, torch.Generator().manual_seed(0))
+    assert ep.support_x.shape == (6, 2) and ep.query_x.shape == (9, 2)
+    assert calls == [5, 5, 5]                     # K + Q items of each of the N classes, never the whole set
+    for n, name in enumerate(ep.classes):          # every row of class n comes from the class it names
+        first = ord(name[1])
+        assert (ep.support_x[ep.support_y == n, 1] == first).all()
+        assert (ep.query_x[ep.query_y == n, 1] == first).all()
+    rows = torch.cat([ep.support_x, ep.query_x])
+    assert len({tuple(r.tolist()) for r in rows}) == 15   # support and query never share an item
+
+
+def test_item_class_set_subset_split_featurised_and_errors():
+    words = _item_set()
+    assert words.min_examples() == 8 and words.item_shape == (2,) and words.n_examples(2) == 8
+    a, b = split_by_alphabet(words, [["g1"], ["g2"]])
+    assert a.features is words.features and b.names == ["wd", "we", "wf"]
+    dense = words.featurised()
+    assert isinstance(dense.x, torch.Tensor) and dense.x.shape == (6, 8, 2) and dense.features is None
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    e1, e2 = sample_episode(words, 4, 1, 2, g1), sample_episode(dense, 4, 1, 2, g2)
+    assert torch.equal(e1.support_x, e2.support_x) and torch.equal(e1.query_x, e2.query_x)
+    with pytest.raises(ValueError, match="K \\+ Q|k_shot \\+ q_query"):
+        sample_episode(words, 2, 5, 4)
+    bad = ClassSet(words.x, words.names, words.alphabets, "bad", lambda items: torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="one row per item"):
+        sample_episode(bad, 2, 1, 1)
+    with pytest.raises(ValueError, match="features must be a function"):
+        ClassSet(words.x, words.names, words.alphabets, "bad", features="ngrams")
+    with pytest.raises(ValueError, match="stored as tensors"):
+        with_rotations(words)
