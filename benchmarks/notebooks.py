@@ -1,12 +1,14 @@
 """The 3-minute budget: every solution notebook top to bottom at the quick budget, timed.
 
-    make bench-notebooks          # or: .venv/bin/python benchmarks/notebooks.py [names...]
+    make bench-notebooks          # or: .venv/bin/python benchmarks/notebooks.py [names...] [--merge]
 
 Runs each solution notebook under nbval with every check strict (as `make test` does), in a fresh
 cache (so every model is trained, not loaded), after building the data caches once. Prints wall and
 CPU seconds (the kernel's included) against the budget, writes benchmarks/out/notebooks.md (the
 table the README shows, with the machine and its load), and exits 1 if any notebook is over budget
 or fails. Run it on an otherwise idle machine: it measures speed, which `make test` never asserts.
+With names, the table is written only with ``--merge``: the named notebooks' rows replace (or join)
+theirs in the existing table, and a line under the table says when and on what load they were measured.
 """
 from __future__ import annotations
 
@@ -51,10 +53,33 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores; load average before the run (1 / 5 / 15 min): {load}"
 
 
+def merge(table: str, rows: list[tuple[str, float, float, str]], where: str) -> str:
+    """``table`` (notebooks.md) with ``rows`` replacing or joining its rows, sorted, and a note on when."""
+    lines = table.rstrip("\n").splitlines()
+    new = {n: f"| {n} | {w:.0f} | {c:.0f} | {v} |" for n, w, c, v in rows}
+    body = {l.split("|")[1].strip(): l for l in lines if l.startswith("| ") and not l.startswith("| notebook")}
+    body.update(new)
+    head = [l for l in lines if not l.startswith("|") and not l.startswith("Measured separately")]
+    while head and not head[-1].strip():
+        head.pop()
+    notes = []
+    for line in (l for l in lines if l.startswith("Measured separately")):
+        when, names = line.rsplit("): ", 1)
+        kept = [n for n in names.rstrip(".").split(", ") if n not in new]
+        if kept:
+            notes.append(f"{when}): {', '.join(kept)}.")
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    notes.append(f"Measured separately ({stamp}; {where}): {', '.join(new)}.")
+    return "\n".join(head + ["", "| notebook | wall s | CPU s | verdict |", "|---|---|---|---|"]
+                     + [body[k] for k in sorted(body)] + [""] + notes) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("names", nargs="*", help="solution notebooks (default: all)")
     ap.add_argument("--budget", type=float, default=BUDGET_S, help="seconds per notebook (default 180)")
+    ap.add_argument("--merge", action="store_true",
+                    help="with names: put their rows into the existing table instead of not writing it")
     args = ap.parse_args(argv)
     paths = [ROOT / "solutions" / n for n in args.names] or sorted((ROOT / "solutions").glob("*.ipynb"))
     where = machine()
@@ -88,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         OUT.parent.mkdir(exist_ok=True)
         OUT.write_text("\n".join(lines) + "\n")
         print(f"\nwrote {OUT.relative_to(ROOT)}")
+    elif args.merge:
+        OUT.write_text(merge(OUT.read_text() if OUT.exists() else "\n".join(lines[:5]) + "\n", rows, where))
+        print(f"\nmerged {len(rows)} rows into {OUT.relative_to(ROOT)}")
     return 1 if bad else 0
 
 

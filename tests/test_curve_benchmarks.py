@@ -123,3 +123,19 @@ def test_in_context_regression_reports_all_three_settings(monkeypatch, tmp_path)
     text = (tmp_path / "in_context_regression.md").read_text()
     assert "**more examples than trained on (k = 6)**" in text and "| transformer |" in text
     assert (tmp_path / "in_context_regression.png").exists()
+
+
+def test_notebook_times_merge_replaces_named_rows_keeps_the_rest_and_says_when(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("notebooks", ROOT / "benchmarks" / "notebooks.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    table = ("# Notebook times\n\nintro line\n\n| notebook | wall s | CPU s | verdict |\n|---|---|---|---|\n"
+             "| 00_a.ipynb | 40 | 39 | ok |\n| 01_b.ipynb | 50 | 49 | ok |\n")
+    once = mod.merge(table, [("01_b.ipynb", 61.2, 60.0, "ok"), ("09_c.ipynb", 99.0, 98.0, "ok")], "box, load 0.1")
+    rows = [l for l in once.splitlines() if l.startswith("| 0")]
+    assert rows == ["| 00_a.ipynb | 40 | 39 | ok |", "| 01_b.ipynb | 61 | 60 | ok |", "| 09_c.ipynb | 99 | 98 | ok |"]
+    assert "intro line" in once and "box, load 0.1): 01_b.ipynb, 09_c.ipynb." in once
+    twice = mod.merge(once, [("09_c.ipynb", 120.0, 118.0, "over budget")], "box2")
+    assert "| 09_c.ipynb | 120 | 118 | over budget |" in twice and twice.count("Measured separately") == 2
+    assert "01_b.ipynb, 09_c.ipynb" not in twice and "box2): 09_c.ipynb." in twice
