@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from .episodes import ClassSet, Episode, EpisodeSampler
+from .episodes import ClassSet, Episode, sample_episode
 from .progress import progress
 
 __all__ = ["Accuracy", "mean_ci95", "student_t_quantile", "episode_accuracy", "episode_accuracies", "evaluate"]
@@ -91,31 +91,44 @@ def episode_accuracy(output: Tensor, query_y: Tensor) -> float:
     return (output.to(query_y.device) == query_y).float().mean().item()
 
 
-def episode_accuracies(classify: Callable[[Episode], Tensor], classes: ClassSet, n_way: int, k_shot: int,
+EpisodeFn = Callable[[Any, int, int, int, torch.Generator], Episode]
+
+
+def episode_accuracies(classify: Callable[[Episode], Tensor], classes: ClassSet | Any, n_way: int, k_shot: int,
                        q_query: int = 15, n_episodes: int = 600, seed: int = 0,
-                       device: torch.device | str | None = None, desc: str | None = None) -> Tensor:
+                       device: torch.device | str | None = None, desc: str | None = None,
+                       sampler: EpisodeFn = sample_episode) -> Tensor:
     """Query accuracy of ``classify`` on each of ``n_episodes`` seeded episodes (float64, one per episode).
 
     The same ``seed`` draws the same episodes from pools with the same classes and example counts, so
-    two methods' values can be compared episode by episode (a paired difference).
+    two methods' values can be compared episode by episode (a paired difference). ``sampler(classes,
+    n_way, k_shot, q_query, generator) -> Episode`` draws each episode: ``sample_episode`` (the
+    default, on a ClassSet) or a task family's own (speech's speaker episodes, whose support and query
+    words differ, take a speakers x words tensor as ``classes``).
     """
     if n_episodes < 1:
         raise ValueError(f"n_episodes must be >= 1, got {n_episodes}.")
-    sampler = EpisodeSampler(classes, n_way, k_shot, q_query, seed=seed)
+    if not callable(sampler):
+        raise ValueError(f"sampler must be a function (classes, n_way, k_shot, q_query, generator) -> Episode, "
+                         f"got {type(sampler).__name__}.")
+    generator = torch.Generator().manual_seed(seed)
     accs = []
     for _ in progress(range(n_episodes), desc=desc or f"{n_way}-way {k_shot}-shot eval"):
-        ep = next(sampler)
+        ep = sampler(classes, n_way, k_shot, q_query, generator)
         if device is not None:
             ep = ep.to(device)
         accs.append(episode_accuracy(classify(ep).detach(), ep.query_y))
     return torch.tensor(accs, dtype=torch.float64)
 
 
-def evaluate(classify: Callable[[Episode], Tensor], classes: ClassSet, n_way: int, k_shot: int,
+def evaluate(classify: Callable[[Episode], Tensor], classes: ClassSet | Any, n_way: int, k_shot: int,
              q_query: int = 15, n_episodes: int = 600, seed: int = 0,
-             device: torch.device | str | None = None, desc: str | None = None) -> Accuracy:
+             device: torch.device | str | None = None, desc: str | None = None,
+             sampler: EpisodeFn = sample_episode) -> Accuracy:
     """Accuracy of ``classify(episode) -> labels or scores`` over ``n_episodes`` seeded episodes.
 
     ``classify`` decides about gradients itself (MAML needs them at test time; others use no_grad).
+    ``sampler`` as in :func:`episode_accuracies`.
     """
-    return mean_ci95(episode_accuracies(classify, classes, n_way, k_shot, q_query, n_episodes, seed, device, desc))
+    return mean_ci95(episode_accuracies(classify, classes, n_way, k_shot, q_query, n_episodes, seed, device, desc,
+                                        sampler))

@@ -66,3 +66,26 @@ def test_episode_accuracies_are_what_evaluate_averages():
     per = episode_accuracies(pixel_nn_classify, toy, 3, 1, 2, n_episodes=9, seed=5)
     assert per.shape == (9,) and per.dtype == torch.float64
     assert evaluate(pixel_nn_classify, toy, 3, 1, 2, n_episodes=9, seed=5) == mean_ci95(per)
+
+
+def test_episode_accuracies_takes_a_task_familys_own_sampler_and_keeps_the_seeded_stream():
+    from course_utils.episodes import sample_episode
+    from course_utils.evaluation import episode_accuracies
+    pool = toy_classes(6, side=8)
+    calls = []
+
+    def sampler(classes, n_way, k_shot, q_query, generator):
+        calls.append((classes is pool, n_way, k_shot, q_query))
+        return sample_episode(classes, n_way, k_shot, q_query, generator)
+
+    first = lambda ep: ep.query_y                       # a perfect classifier, to see the stream
+    a = episode_accuracies(first, pool, 3, 2, 4, n_episodes=5, seed=7, sampler=sampler)
+    assert calls == [(True, 3, 2, 4)] * 5 and torch.equal(a, torch.ones(5, dtype=torch.float64))
+    seen = []
+    episode_accuracies(lambda ep: seen.append(ep.classes) or ep.query_y, pool, 3, 2, 4, n_episodes=3, seed=7)
+    again = []
+    episode_accuracies(lambda ep: again.append(ep.classes) or ep.query_y, pool, 3, 2, 4, n_episodes=3, seed=7,
+                       sampler=sampler)
+    assert seen == again                                  # the default sampler is sample_episode, same seed
+    with pytest.raises(ValueError, match="sampler must be a function"):
+        episode_accuracies(first, pool, 3, 2, 4, n_episodes=2, sampler="speaker")
