@@ -20,13 +20,14 @@ def _mel(f):
 
 
 def make_log_mel(power=2, log=torch.log, floor=1e-6, spacing="mel", brk=700, inverse=None, transpose=False,
-                 window="hann", center=False, fixed=False, n_fixed=None):
-    def log_mel(waveform, sample_rate, n_mels):
+                 window="hann", center=False, fixed=False, n_fixed=None, flatten=True, restore=True,
+                 dtype="input"):
+    def log_mel(waveform, sample_rate, n_mels):  # dtype="float32": torch.hann_window(n_fft), a float32 filterbank
         n_mels = n_fixed or n_mels
         n_fft, hop = (400, 160) if fixed else (round(0.025 * sample_rate), round(0.010 * sample_rate))
         lead = waveform.shape[:-1]
-        x = waveform.reshape(-1, waveform.shape[-1])
-        w = {"hann": torch.hann_window(n_fft, dtype=x.dtype), "none": None,
+        x = waveform.reshape(-1, waveform.shape[-1]) if flatten else waveform
+        w = {"hann": torch.hann_window(n_fft, dtype=x.dtype if dtype == "input" else torch.float32), "none": None,
              "symmetric": torch.hann_window(n_fft, periodic=False, dtype=x.dtype)}[window]
         X = torch.stft(x, n_fft, hop_length=hop, window=w, center=center, return_complex=True)
         P = X.abs() ** power
@@ -39,9 +40,11 @@ def make_log_mel(power=2, log=torch.log, floor=1e-6, spacing="mel", brk=700, inv
             e = brk * (10 ** (m / 2595) - 1)
         f = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * sample_rate / n_fft
         H = torch.clamp(torch.minimum((f - e[:-2, None]) / (e[1:-1, None] - e[:-2, None]),
-                                      (e[2:, None] - f) / (e[2:, None] - e[1:-1, None])), min=0).to(x.dtype)
+                                      (e[2:, None] - f) / (e[2:, None] - e[1:-1, None])), min=0)
+        H = H.to(x.dtype if dtype == "input" else torch.float32)
         L = log(H @ P + floor)
-        L = L.reshape(*lead, n_mels, L.shape[-1])
+        if restore:
+            L = L.reshape(*lead, n_mels, L.shape[-1])
         return L.transpose(-1, -2) if transpose else L
     return log_mel
 
@@ -74,6 +77,9 @@ def test_log_mel_right(fn):
     (make_log_mel(center=True), "center=True"),
     (make_log_mel(fixed=True), "fixed"),
     (make_log_mel(n_fixed=40), "n_mels is ignored"),
+    (make_log_mel(flatten=False), "leading dimensions were not flattened"),
+    (make_log_mel(restore=False), "flattened but not restored"),
+    (make_log_mel(dtype="float32"), "made in float32 for a torch.float64 waveform"),
 ])
 def test_log_mel_mistakes(fn, phrase):
     ch10.log_mel(fn)
@@ -212,6 +218,17 @@ def episode_interleaved(u, n, k, q, generator=None):
     return _ep(xs, ep.query_x, n, k, q, ep.classes, ys=torch.arange(n).repeat(k))
 
 
+def episode_repeat(u, n, k, q, generator=None):  # rows class-major, labels with .repeat
+    ep = ch10.reference_speaker_episode(u, n, k, q, generator)
+    lab = torch.arange(n)
+    return _ep(ep.support_x, ep.query_x, n, k, q, ep.classes, ys=lab.repeat(k), yq=lab.repeat(q))
+
+
+def episode_repeat_query(u, n, k, q, generator=None):  # only the query labels made with .repeat
+    ep = ch10.reference_speaker_episode(u, n, k, q, generator)
+    return _ep(ep.support_x, ep.query_x, n, k, q, ep.classes, yq=torch.arange(n).repeat(q))
+
+
 def episode_fixed_speakers(u, n, k, q, generator=None):
     spk = torch.arange(n)
     w = torch.randperm(u.shape[1], generator=generator)[:k + q]
@@ -255,6 +272,10 @@ def test_episode_right(fn):
     (episode_same_word, "the same word in support and query"),
     (episode_overlap, "not across classes"),
     (episode_interleaved, "not class-major"),
+    (episode_repeat, "made with .repeat (0,1,2,0,1,2) instead of .repeat_interleave (0,0,1,1,2,2)"),
+    (episode_repeat, "support_y is [0, 1, 2, 0, 1, 2]"),
+    (episode_repeat_query, "query_y is [0, 1, 2, 0, 1, 2, 0, 1, 2]"),
+    (episode_repeat_query, "instead of .repeat_interleave"),
     (episode_fixed_speakers, "the speakers are fixed"),
     (episode_global_rng, "global random generator"),
     (episode_swapped, "k and q are swapped"),

@@ -23,14 +23,15 @@ Named mistakes (each message names it):
   filters equally spaced in Hz; the mel break frequency not 700 Hz; a forward/inverse mel mismatch
   (ln forward, 10^ back); (frames, n_mels) transposed; no window (rectangular); a symmetric Hann window;
   center=True (torch's default) frame count; frame sizes fixed at 400/160 (sample rate ignored);
-  n_mels ignored.
+  n_mels ignored; the leading dimensions not flattened for torch.stft (a 3-D input fails or comes back
+  with the wrong shape); a window or filterbank made in float32 for a float64 waveform (the dtype error).
 - 10.2: the amplitude ratio 20 log10 used for powers (10^(snr/20)); the amplitude formula with 10
   (a = sqrt(P_s/P_n) / 10^(snr/10)); the SNR's sign inverted; the signal scaled instead of the noise;
   the mixture normalised (peak or power); the noise's power measured on the whole noise, not the part
   used; the noise not cut to the signal's length (a size error); energies (sums) of different lengths
   instead of powers; one power over the whole batch instead of per row.
 - 10.3: the same word in support and query (leakage); words disjoint within a class only; not
-  class-major (labels interleaved); the speakers fixed (generator ignored); the words fixed; the
+  class-major (labels made with .repeat instead of .repeat_interleave, or rows interleaved); the speakers fixed (generator ignored); the words fixed; the
   global random generator used instead of ``generator``; k and q swapped; support speakers different
   from query speakers; labels not 0..N-1 (speaker indices as labels); repeated speakers; ``classes``
   wrong.
@@ -120,7 +121,7 @@ MEL_MISTAKES = {
     "ln_forward": "the mel formula and its inverse do not match (the natural log forward, 10^(m/2595) back): "
                   "use m = 2595 log10(1 + f/700) and f = 700 (10^(m/2595) - 1).",
     "no_window": "no window (a rectangular one): multiply each frame by a Hann window, "
-                 "torch.stft(..., window=torch.hann_window(n_fft)); without it every frame's edges leak energy "
+                 "torch.stft(..., window=torch.hann_window(n_fft, dtype=waveform.dtype)); without it every frame's edges leak energy "
                  "into all frequencies.",
     "symmetric": "the Hann window is symmetric (periodic=False); the spectral convention is the periodic window "
                  "torch.hann_window(n_fft) (the default).",
@@ -135,16 +136,34 @@ def _mel_calls() -> list[tuple[Tensor, int, int, str]]:
     b = 0.3 * torch.randn(2, 2100, generator=g, dtype=D)
     sil = torch.cat([torch.zeros(1200, dtype=D), 0.5 * torch.randn(1800, generator=g, dtype=D)])
     f32 = (0.2 * torch.randn(3, 3000, generator=g)).float()
+    b3 = 0.3 * torch.randn(2, 3, 2500, generator=g, dtype=D)
     return [(tone, 16000, 40, "a 1 kHz tone, 4000 samples at 16 kHz, n_mels = 40"),
             (b, 8000, 23, "a batch (2, 2100) at 8 kHz, n_mels = 23"),
             (sil, 16000, 32, "3000 samples at 16 kHz starting with 1200 of silence, n_mels = 32"),
-            (f32, 22050, 64, "float32 (3, 3000) at 22.05 kHz, n_mels = 64")]
+            (f32, 22050, 64, "float32 (3, 3000) at 22.05 kHz, n_mels = 64"),
+            (b3, 16000, 24, "three dimensions (2, 3, 2500) at 16 kHz, n_mels = 24")]
 
 
 def _probe_log_mel(fn: Callable) -> None:
     for x, sr, n_mels, desc in _mel_calls():
         what = f"log_mel ({desc})"
-        out = fn(x, sr, n_mels)
+        try:
+            out = fn(x, sr, n_mels)
+        except RuntimeError as e:
+            text = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if not getattr(e, "_course_student", False):
+                raise
+            if x.dim() > 2 and "1D or 2D" in text:
+                raise Mistake(f"{what}: your code raised RuntimeError ({text}): the leading dimensions were not "
+                              "flattened. torch.stft takes (batch, T) only: flatten to (batch, T) with "
+                              "waveform.reshape(-1, waveform.shape[-1]) and restore the leading dimensions at the "
+                              "end, L.reshape(*waveform.shape[:-1], n_mels, frames).") from None
+            if "double" in text.lower() and "float" in text.lower():
+                raise Mistake(f"{what}: your code raised RuntimeError ({text}): a dtype mismatch. The window or the "
+                              f"filterbank was made in float32 for a {x.dtype} waveform: pass dtype=waveform.dtype "
+                              "(torch.hann_window(n_fft, dtype=waveform.dtype, device=waveform.device), and build "
+                              "the filterbank in the same dtype).") from None
+            raise
         if not isinstance(out, Tensor):
             raise Mistake(f"{what} should be a torch.Tensor (..., n_mels, frames); your function returned "
                           f"{describe(out)}.")
@@ -154,6 +173,10 @@ def _probe_log_mel(fn: Callable) -> None:
         if shape != want:
             n_fft, hop = audio.frame_settings(sr)
             frames = want[-1]
+            if len(shape) >= 2 and shape[-2:] == want[-2:] and math.prod(shape[:-2]) == math.prod(want[:-2]):
+                raise Mistake(f"{what} has shape {shape}, expected {want}: the leading dimensions were flattened but "
+                              "not restored. Flatten to (batch, T) for torch.stft and restore the leading dimensions "
+                              "at the end, L.reshape(*waveform.shape[:-1], n_mels, frames).")
             if shape == want[:-2] + (frames, n_mels):
                 raise Mistake(f"{what} has shape {shape}, expected {want}: frames and mels are transposed. Put the "
                               "n_mels mel bands first and time last, (..., n_mels, frames), like an image (rows = "
@@ -355,9 +378,14 @@ def _check_one(ep: Any, x: Tensor, n: int, k: int, q: int, desc: str) -> tuple[l
                       "speakers 0..N-1 in the order they were drawn (their speaker indices go in `classes`), so "
                       "the classifier's outputs line up with the labels.")
     if sy != want_s or qy != want_q:
-        raise Mistake(f"{what}: not class-major: support_y is {sy[:12]}, expected {want_s[:12]} (K rows of label 0, "
-                      "then K of label 1, ...; the same for the query). ProtoNet's prototypes average rows "
-                      "c*K .. c*K+K-1, so the rows must be grouped by class.")
+        name, got, want = ("support_y", sy, want_s) if sy != want_s else ("query_y", qy, want_q)
+        cause = ""
+        if got == torch.arange(n).repeat(len(got) // n).tolist():
+            cause = (" The labels were made with .repeat (0,1,2,0,1,2) instead of .repeat_interleave (0,0,1,1,2,2): "
+                     "torch.arange(n_way).repeat_interleave(k_shot), likewise with q_query.")
+        raise Mistake(f"{what}: not class-major: {name} is {got[:12]}, expected {want[:12]} (all rows of label 0, "
+                      "then those of label 1, ...; the same for the query). ProtoNet's prototypes average rows "
+                      f"c*K .. c*K+K-1, so the rows must be grouped by class.{cause}")
     s_spk, s_wrd = _who(ep.support_x.detach())
     q_spk, q_wrd = _who(ep.query_x.detach())
     per_s = [set(s_spk[c * k:(c + 1) * k]) for c in range(n)]
@@ -398,13 +426,14 @@ def _check_one(ep: Any, x: Tensor, n: int, k: int, q: int, desc: str) -> tuple[l
 
 def _probe_episode(fn: Callable) -> None:
     x = _coded(12, 9)
-    calls = [(x, 5, 1, 3, "12 speakers x 9 words, 5-way 1-shot, 3 queries"),
+    calls = [(x, 3, 2, 3, "12 speakers x 9 words, 3-way 2-shot, 3 queries"),  # K >= 2: .repeat shows in support_y
+             (x, 5, 1, 3, "the same utterances, 5-way 1-shot, 3 queries"),
              (x, 4, 3, 2, "the same utterances, 4-way 3-shot, 2 queries"),
              (_coded(7, 6, (2,)), 3, 2, 4, "7 speakers x 6 words with items (3, 2), 3-way 2-shot, 4 queries"),
              (_coded(5, 8), 5, 4, 4, "5 speakers x 8 words, 5-way 4-shot, 4 queries")]
     for xs, n, k, q, desc in calls:
         _check_one(_episode(fn, xs, n, k, q, 0), xs, n, k, q, desc)
-    xs, n, k, q, desc = calls[0]
+    xs, n, k, q, desc = calls[1]
     a = _episode(fn, xs, n, k, q, 3)
     torch.manual_seed(12345)
     torch.rand(7)
