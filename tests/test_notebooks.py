@@ -48,6 +48,8 @@ WRONG = {
                            "p = torch.softmax(logits / temperature, dim=0)", "the softmax runs over the items (dim=0)"),
     "08_black_box.ipynb": ("late = torch.cat([torch.zeros_like(e[:1]), e[:-1]])", "late = e",
                            "the current label is in the input"),
+    "09_few_shot_text.ipynb": ('x[i, zlib.crc32(s[j:j + n].encode("utf-8")) % n_buckets] += 1',
+                               'x[i, hash(s[j:j + n]) % n_buckets] += 1', "salted per process"),
     "10_few_shot_speech.ipynb": ("p_n = n.pow(2).mean(dim=-1, keepdim=True)", "p_n = noise.pow(2).mean(dim=-1, keepdim=True)",
                                  "measured on the whole noise"),
 }
