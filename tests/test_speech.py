@@ -179,3 +179,25 @@ def test_unavailable_says_what_to_install(monkeypatch):
     assert speech.INSTALL in speech.unavailable_reason() and "espeak-ng" in speech.unavailable_reason()
     with pytest.raises(RuntimeError, match="pip install espeakng-loader"):
         speech.load_speech()
+
+
+@needs_espeak
+def test_corpus_cache_key_covers_every_setting_and_the_code(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    monkeypatch.delenv("COURSE_RETRAIN", raising=False)
+    base = dict(per_voice=1, words=["apple", "river"], clip_seconds=0.3,
+                voices={"train": ["en"], "test": ["sk"], "babble": ["mt"]}, seed=0)
+    files = lambda: sorted(p.name for p in (tmp_path / "speech").glob("corpus-*.pt"))
+    speech.load_speech(**base)
+    assert len(files()) == 1
+    speech.load_speech(**base)                                   # the same settings: loaded, not rebuilt
+    assert len(files()) == 1
+    changes = [("per_voice", 2), ("words", ["apple", "seven"]), ("clip_seconds", 0.4),
+               ("voices", {"train": ["de"], "test": ["sk"], "babble": ["mt"]}), ("seed", 1)]
+    for n, (name, value) in enumerate(changes, start=2):
+        speech.load_speech(**{**base, name: value})
+        assert len(files()) == n, f"changing {name} did not rebuild the corpus"
+    monkeypatch.setattr(speech, "_source_hash", lambda: "changed-code")
+    monkeypatch.setattr(speech, "_in_child", lambda: True)      # build here: a child would hash the real code
+    speech.load_speech(**base)
+    assert len(files()) == len(changes) + 2, "a change in speech.py or audio.py did not rebuild the corpus"
