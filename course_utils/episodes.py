@@ -16,6 +16,8 @@ of the support set are class ``c``.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -47,6 +49,7 @@ class ClassSet:
         title: what the set is, for plots and messages.
         features: ``features(list_of_items) -> Tensor (len, *item_shape)``; ``None`` when the
             examples are tensors already.
+        source: what made the examples, for cache keys (``featurised()`` records its feature function).
     """
 
     x: Tensor | list[Tensor] | list[Sequence[Any]]
@@ -54,6 +57,7 @@ class ClassSet:
     alphabets: list[str]
     title: str = "class set"
     features: Callable[[Sequence[Any]], Tensor] | None = None
+    source: str = ""
 
     def __post_init__(self) -> None:
         if self.features is not None and not callable(self.features):
@@ -116,16 +120,19 @@ class ClassSet:
         x = self.x[torch.as_tensor(idx, dtype=torch.long)] if isinstance(self.x, Tensor) and idx \
             else [self.x[i] for i in idx]
         return ClassSet(x, [self.names[i] for i in idx], [self.alphabets[i] for i in idx],
-                        title or self.title, self.features)
+                        title or self.title, self.features, self.source)
 
     def featurised(self, title: str | None = None) -> "ClassSet":
         """The same classes with every item featurised once: a ClassSet of tensors (faster to sample)."""
         if self.features is None:
             return self
+        from .training import code_fingerprint  # a cache key of the result must see the feature function
         xs = [self.examples(c) for c in range(len(self))]
         same = len({tuple(t.shape) for t in xs}) == 1
+        made = json.dumps(code_fingerprint(self.features), sort_keys=True, default=str)
         return ClassSet(torch.stack(xs) if same and xs else xs, list(self.names), list(self.alphabets),
-                        title or self.title)
+                        title or self.title, None,
+                        f"{self.source} features {hashlib.sha256(made.encode()).hexdigest()[:16]}".strip())
 
     def alphabet_names(self) -> list[str]:
         """Distinct alphabets in order of first appearance."""

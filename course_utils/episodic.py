@@ -142,7 +142,7 @@ def train_episodic(model: nn.Module, episode_loss_fn: EpisodeLoss, train: ClassS
 def class_set_fingerprint(classes: ClassSet) -> str:
     """A short hash of a ClassSet's identity (title, class names, item shape, feature function) for cache keys."""
     feats = repr(code_fingerprint(classes.features)) if classes.features is not None else ""
-    text = "\n".join([classes.title, str(classes.item_shape), feats, *classes.names])
+    text = "\n".join([classes.title, str(classes.item_shape), feats, classes.source, *classes.names])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

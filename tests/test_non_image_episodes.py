@@ -69,3 +69,13 @@ def test_cache_fingerprint_covers_the_feature_function():
     a = string_classes()
     b = E.ClassSet(a.x, a.names, a.alphabets, a.title, lambda items: letter_counts(items) * 2)
     assert class_set_fingerprint(a) != class_set_fingerprint(b)
+
+
+def test_a_featurised_set_remembers_its_feature_function_for_cache_keys():
+    a = string_classes()
+    doubled = E.ClassSet(a.x, a.names, a.alphabets, a.title, lambda items: letter_counts(items) * 2)
+    fa, fb = a.featurised(), doubled.featurised()
+    assert fa.features is None and fa.source and fa.source != fb.source
+    assert class_set_fingerprint(fa) != class_set_fingerprint(fb)
+    assert class_set_fingerprint(fa) == class_set_fingerprint(string_classes().featurised())
+    assert fa.subset([0, 1]).source == fa.source
