@@ -44,7 +44,7 @@ def counts_right_loop_order(sentences, n_min, n_max, n_buckets):  # right: posit
 
 
 def _make(pad=True, lower=True, h=lambda g: zlib.crc32(g.encode("utf-8")), hi_off=0, lo_one=False,
-          presence=False, norm=None, spaces=True, per_word=False, width=None, as_bytes=False):
+          presence=False, norm=None, spaces=True, per_word=False, width=None, as_bytes=False, lengths=None):
     def f(sentences, n_min, n_max, n_buckets):
         B = width or n_buckets
         out = torch.zeros(len(sentences), B)
@@ -55,7 +55,7 @@ def _make(pad=True, lower=True, h=lambda g: zlib.crc32(g.encode("utf-8")), hi_of
             for p in pieces:
                 if as_bytes:
                     p = p.encode("utf-8")
-                for g in _grams(p, 1 if lo_one else n_min, n_max - hi_off):
+                for g in _grams(p, *(lengths or (1 if lo_one else n_min, n_max - hi_off))):
                     b = (zlib.crc32(g) if as_bytes else h(g)) % B
                     out[i, b] = 1 if presence else out[i, b] + 1
         if norm == "l2":
@@ -72,6 +72,7 @@ COUNT_WRONG = {
     "no_lower": (_make(lower=False), "the case is kept"),
     "off_by_one": (_make(hi_off=1), "n_max is left out"),
     "n_min_ignored": (_make(lo_one=True), "n_min is ignored"),
+    "fixed_lengths": (_make(lengths=(1, 3)), "n_min and n_max are ignored: the lengths look fixed at 1..3"),
     "presence": (_make(presence=True), "presence instead of counts"),
     "l2": (_make(norm="l2"), "scaled to unit length"),
     "l1": (_make(norm="l1"), "divided by its total"),
@@ -119,7 +120,7 @@ def test_ngram_counts_stub(monkeypatch):
 def episode_right(sentences, n_way, k_shot, q_query, generator):
     names = list(sentences)
     if len(names) < n_way:
-        raise ValueError("not enough languages")
+        raise ValueError(f"a {n_way}-way episode needs {n_way} languages; there are {len(names)}")
     for n in names:
         if len(sentences[n]) < k_shot + q_query:
             raise ValueError(f"{n}: too few sentences; lower k_shot or q_query")
@@ -137,7 +138,7 @@ def episode_right_torch_only_chosen(sentences, n_way, k_shot, q_query, generator
     """Right: checks only the chosen languages, draws with a random permutation per language, tuples."""
     names = sorted(sentences)
     if n_way > len(names):
-        raise ValueError("too few languages")
+        raise ValueError("too few languages for n_way")
     order = torch.randperm(len(names), generator=generator).tolist()[:n_way]
     langs = [names[i] for i in order]
     s, q = [], []
@@ -156,7 +157,7 @@ def _episode_variant(kind):
         names = list(sentences)
         if kind != "no_raise":
             if len(names) < n_way or any(len(v) < k_shot + q_query for v in sentences.values()):
-                raise ValueError("too few")
+                raise ValueError("bad" if kind == "vague" else "too few; lower n_way, k_shot or q_query")
         if kind == "swapped":
             k_shot, q_query = q_query, k_shot
         if kind == "global_rng":
@@ -180,6 +181,8 @@ def _episode_variant(kind):
             g = None if kind == "global_rng" else generator
             if kind == "replacement":
                 idx = torch.randint(m, (k_shot + q_query,), generator=g).tolist()
+            elif kind == "first":
+                idx = list(range(k_shot + q_query))
             else:
                 idx = torch.randperm(m, generator=g)[:k_shot + q_query].tolist()
             sup = idx[:k_shot]
@@ -216,7 +219,55 @@ EPISODE_WRONG = {k: (_episode_variant(k), phrase) for k, phrase in {
     "dict_order": "dict's order",
     "repeat": "appears twice",
     "no_raise": "no ValueError",
+    "first": "the sentences are always the first K + Q of each list: draw them at random with "
+             "torch.randperm(..., generator=generator)",
+    "vague": "the ValueError should say what is wrong and what to do",
 }.items()}
+
+
+@pytest.mark.parametrize("msg", ["ja has only 3 sentences", "lower k_shot", "need 8 languages, got 7",
+                                 "n_way is larger than the number of languages"])
+def test_language_episode_helpful_errors_pass(msg):
+    def f(sentences, n_way, k_shot, q_query, generator):
+        if n_way > len(sentences) or any(len(v) < k_shot + q_query for v in sentences.values()):
+            raise ValueError(msg)
+        return episode_right(sentences, n_way, k_shot, q_query, generator)
+    ch09.language_episode(f)
+    assert status("9.2") == "right", message("9.2")
+
+
+@pytest.mark.parametrize("msg", ["bad", "too few", "not enough"])
+def test_language_episode_vague_errors_named(msg):
+    def f(sentences, n_way, k_shot, q_query, generator):
+        if n_way > len(sentences) or any(len(v) < k_shot + q_query for v in sentences.values()):
+            raise ValueError(msg)
+        return episode_right(sentences, n_way, k_shot, q_query, generator)
+    ch09.language_episode(f)
+    assert status("9.2") == "wrong" and "the ValueError should say what is wrong and what to do" in message("9.2")
+
+
+def test_language_episode_fixed_sentences_not_first_are_caught():
+    def last(sentences, n_way, k_shot, q_query, generator):   # random languages, always the last K + Q sentences
+        names = list(sentences)
+        if n_way > len(names) or any(len(v) < k_shot + q_query for v in sentences.values()):
+            raise ValueError("too few; lower k_shot")
+        langs = [names[i] for i in torch.randperm(len(names), generator=generator)[:n_way]]
+        s, q = [], []
+        for lang in langs:
+            pick = sentences[lang][-(k_shot + q_query):]
+            s += pick[:k_shot]
+            q += pick[k_shot:]
+        y = torch.arange(n_way)
+        return s, y.repeat_interleave(k_shot), q, y.repeat_interleave(q_query), langs
+    ch09.language_episode(last)
+    assert status("9.2") == "wrong" and "whatever the generator's seed" in message("9.2"), message("9.2")
+
+
+def test_language_episode_every_named_mistake_has_a_student_version():
+    covered = {"swapped", "interleaved", "dict_index", "not_long", "mismatch", "overlap", "replacement",
+               "global_rng", "fixed", "dict_order", "too_few", "first_sentences", "vague_error",
+               "same_languages", "repeated_language", "shuffled"}
+    assert set(ch09.EPISODE_MISTAKES) <= covered, set(ch09.EPISODE_MISTAKES) - covered
 
 
 @pytest.mark.parametrize("fn", [episode_right, episode_right_torch_only_chosen, ch09.reference_language_episode])
@@ -287,6 +338,10 @@ def _gap(kind):
             g, h = 100 * g, 100 * h
         if kind == "z2":
             h = 2 * math.sqrt(va / len(a) + vb / len(b))
+        if kind == "z1":
+            h = math.sqrt(va / len(a) + vb / len(b))
+        if kind == "full_width":
+            h = 2 * 1.959964 * math.sqrt(va / len(a) + vb / len(b))
         if kind == "paired":
             d = a[: len(b)] - b[: len(a)]
             g, h = d.mean().item(), 1.959964 * d.std().item() / math.sqrt(len(d))
@@ -301,7 +356,21 @@ def _gap(kind):
 GAP_WRONG = {k: (_gap(k), p) for k, p in {
     "sign": "sign is reversed", "no_sqrt_n": "not the standard errors", "added": "half-widths are added",
     "population": "divide by n (population)", "percent": "in percent", "z2": "the factor is 2",
-    "paired": "paired difference", "pooled": "n_1 + n_2", "single": "should return (gap, half_width)"}.items()}
+    "paired": "paired difference", "pooled": "n_1 + n_2", "single": "should return (gap, half_width)",
+    "z1": "the half-width is missing the factor 1.96",
+    "full_width": "this is the full width of the interval, twice the half-width"}.items()}
+
+
+def gap_tensor_methods(acc_train, acc_held_out):   # right on tensors, AttributeError on lists
+    a, b = acc_train.double(), acc_held_out.double()
+    return (a.mean() - b.mean()).item(), 1.96 * math.sqrt(a.var() / len(a) + b.var() / len(b))
+
+
+GAP_WRONG["lists"] = (gap_tensor_methods, "inputs may be lists: convert with torch.as_tensor")
+
+
+def test_gap_every_named_mistake_has_a_student_version():
+    assert set(ch09.GAP_MISTAKES) <= set(GAP_WRONG), set(ch09.GAP_MISTAKES) - set(GAP_WRONG)
 
 
 @pytest.mark.parametrize("fn", [gap_right, gap_right_python, ch09.reference_generalisation_gap,

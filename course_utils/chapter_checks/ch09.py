@@ -19,21 +19,25 @@ Exercises and the references' semantics (the references agree with :mod:`course_
 Each probe calls the student's function several times, changing every argument. Named mistakes:
 
 - 9.1: Python's salted ``hash()``; no boundary spaces; case kept; n_max exclusive (range off by one); n_min
-  ignored (from 1); presence instead of counts; rows normalised (L1 or L2); UTF-8 bytes instead of
+  ignored (from 1); n_min and n_max both ignored (lengths fixed at 1..3); presence instead of counts; rows normalised (L1 or L2); UTF-8 bytes instead of
   characters; white space not normalised; each word padded on its own (no n-grams across words); n_buckets
   ignored (a fixed width); not a tensor.
 - 9.2: k_shot and q_query swapped; not class-major (labels interleaved, or shuffled); labels not 0..N-1
   (the language's position in the dict); labels not long; labels that do not match ``languages``; support
   and query sharing a sentence; sentences drawn with replacement; the generator ignored (global RNG, or a
   fixed draw); the same languages in every episode; languages always in the dict's order (the label
-  tells the language); a language twice; too few sentences (or languages) not raising ValueError.
+  tells the language); a language twice; the sentences always the first k_shot + q_query of each list (no
+  random draw); too few sentences (or languages) not raising ValueError, or a ValueError whose message says
+  neither what is wrong nor what to do (no number, no language, no argument name).
 - 9.3: the sign reversed; the standard deviation instead of the standard error (no sqrt(n)); the two
-  half-widths added; population std (n); percent instead of a fraction; z = 2; a paired difference; the
-  pooled count (n_1 + n_2).
+  half-widths added; population std (n); percent instead of a fraction; z = 2; no factor (z = 1); the full
+  width (2 x 1.96); a paired difference; the pooled count (n_1 + n_2); list inputs not converted
+  (AttributeError).
 """
 from __future__ import annotations
 
 import math
+import re
 import zlib
 from typing import Any, Callable
 
@@ -118,6 +122,8 @@ COUNT_MISTAKES = {
                    "range(n_min, n_max + 1)."),
     "n_min_ignored": ("n_min is ignored: the n-grams start at length 1 whatever n_min is. Use "
                       "range(n_min, n_max + 1)."),
+    "fixed_lengths": ("n_min and n_max are ignored: the lengths look fixed at 1..3 whatever the arguments "
+                      "say. Use range(n_min, n_max + 1)."),
     "presence": ("presence instead of counts: a bucket is 1 however often its n-grams occur. The features "
                  "are counts: add 1 for every occurrence (+= 1, not = 1)."),
     "l2": ("each row is scaled to unit length: this exercise asks for the raw counts (the featuriser "
@@ -157,6 +163,8 @@ def _count_variants(sentences: list[str], n_min: int, n_max: int, n_buckets: int
         "per_word": _count([[g for w in s.lower().split() for g in grams_raw(" " + w + " ", n_min, n_max)]
                             for s in sentences], n_buckets, _crc),
     }
+    if (n_min, n_max) != (1, 3):
+        v["fixed_lengths"] = reference_ngram_counts(sentences, 1, 3, n_buckets)
     if n_max > n_min:
         v["off_by_one"] = reference_ngram_counts(sentences, n_min, n_max - 1, n_buckets)
     return v
@@ -237,6 +245,11 @@ EPISODE_MISTAKES = {
                    "(label 0 is always the earliest): shuffle them, torch.randperm(len(names), generator="
                    "generator)[:n_way] gives random languages in a random order."),
     "repeated_language": "a language appears twice in `languages`: the n_way languages must be distinct.",
+    "first_sentences": ("the sentences are always the first K + Q of each list: draw them at random with "
+                        "torch.randperm(..., generator=generator), so that other seeds give other sentences."),
+    "vague_error": ("the ValueError should say what is wrong and what to do: name the language (or the "
+                    "numbers, or the argument to change), e.g. raise ValueError(f\"{lang} has only {m} "
+                    "sentences, fewer than k_shot + q_query = {k_shot + q_query}; lower k_shot or q_query\")."),
     "too_few": ("no ValueError for a language with fewer than k_shot + q_query sentences (or for fewer than "
                 "n_way languages): say what is missing and what to do, e.g. raise ValueError(f\"{lang} has "
                 "only {m} sentences; lower k_shot or q_query\")."),
@@ -325,18 +338,41 @@ def _probe_episode(fn: Callable) -> None:
     ordered = [o[4] == sorted(o[4], key=names.index) for (n, _, _, _), o in outs.items() if n > 1]
     if all(ordered):
         raise Mistake(f"language_episode (48 episodes): {EPISODE_MISTAKES['dict_order']}")
+    drawn: dict[tuple, set] = {}                 # (call, language) -> the sets of sentences drawn over the seeds
+    first = True
+    for (n, k, q, seed), (s, ys, qs, yq, langs) in outs.items():
+        for label, lang in enumerate(langs):
+            picked = frozenset([x for x, y in zip(s, ys.tolist()) if y == label] +
+                               [x for x, y in zip(qs, yq.tolist()) if y == label])
+            first = first and picked == frozenset(data[lang][:k + q])
+            drawn.setdefault((n, k, q, lang), set()).add(picked)
+    if first:
+        raise Mistake(f"language_episode (48 episodes, 12 seeds): {EPISODE_MISTAKES['first_sentences']}")
+    if all(len(v) == 1 for v in drawn.values()):
+        raise Mistake("language_episode (48 episodes, 12 seeds): each language gets the same sentences whatever "
+                      "the generator's seed: draw them at random with torch.randperm(..., generator=generator).")
     few = dict(data)
     few["ja"] = data["ja"][:3]
     for args, what in (((few, 7, 2, 2), "7-way 2-shot 2 queries where 'ja' has only 3 sentences"),
                        ((data, 8, 1, 1), "8-way episode from 7 languages")):
         try:
             fn(*args, torch.Generator().manual_seed(0))
-        except ValueError:
+        except ValueError as e:
+            if not _says_what(str(e), args[0]):
+                raise Mistake(f"language_episode ({what}) raised ValueError({str(e)!r}): "
+                              f"{EPISODE_MISTAKES['vague_error']}") from None
             continue
         except Exception as e:
             raise Mistake(f"language_episode ({what}) raised {type(e).__name__}: {e}; raise a ValueError that says "
                           "what is missing and what to do.") from None
         raise Mistake(f"language_episode ({what}): {EPISODE_MISTAKES['too_few']}")
+
+
+def _says_what(msg: str, data: dict) -> bool:
+    """Does a ValueError's message name a number, an argument to change, a remedy or one of the languages?"""
+    if re.search(r"\d", msg) or any(w in msg for w in ("n_way", "k_shot", "q_query", "lower", "reduce", "more")):
+        return True
+    return any(re.search(rf"(?<![\w-]){re.escape(lang)}(?![\w-])", msg) for lang in data)
 
 
 def language_episode(student: Callable) -> Callable:
@@ -360,6 +396,12 @@ GAP_MISTAKES = {
                    "unbiased=True / correction=1 (torch's default)."),
     "percent": "the result is in percent: keep accuracies as fractions, as they come in.",
     "z2": "the factor is 2 (or 1.645), not 1.96: the 95% normal quantile is 1.959964.",
+    "z1": ("the half-width is missing the factor 1.96: sqrt(s_1^2/n_1 + s_2^2/n_2) is the standard error of "
+           "the gap; the 95% half-width is 1.96 times it."),
+    "full_width": ("this is the full width of the interval, twice the half-width (2 * 1.96 * the standard "
+                   "error): return the half-width, 1.96 * sqrt(s_1^2/n_1 + s_2^2/n_2), so that the interval "
+                   "is gap +- half_width."),
+    "lists": "inputs may be lists: convert with torch.as_tensor(acc, dtype=torch.float64) first.",
     "paired": ("a paired difference (mean and std of acc_train - acc_held_out, episode by episode): the two "
                "sets are different languages and independent episodes, so no episode pairs with another. "
                + GAP_RULE),
@@ -381,6 +423,8 @@ def _gap_variants(a: Tensor, b: Tensor) -> dict[str, tuple[float, float]]:
     d = a[:m] - b[:m]
     v["paired"] = (d.mean().item(), Z95 * d.std().item() / math.sqrt(m))
     v["z1645"] = (g, 1.6448536269514722 * h / Z95)
+    v["z1"] = (g, h / Z95)
+    v["full_width"] = (g, 2 * h)
     return v
 
 
@@ -405,7 +449,13 @@ def _as_float(v: Any, what: str, desc: str) -> float:
 def _probe_gap(fn: Callable) -> None:
     for a, b, desc in _gap_calls():
         for kind, (x, y) in (("tensors", (a.clone(), b.clone())), ("lists", (a.tolist(), b.tolist()))):
-            out = fn(x, y)
+            try:
+                out = fn(x, y)
+            except AttributeError as e:
+                if kind != "lists":
+                    raise
+                raise Mistake(f"generalisation_gap ({desc}, lists) raised AttributeError: {e}. "
+                              f"{GAP_MISTAKES['lists']}") from None
             if not (isinstance(out, (tuple, list)) and len(out) == 2):
                 raise Mistake(f"generalisation_gap ({desc}, {kind}) should return (gap, half_width); it returned "
                               f"{describe(out)}.")
