@@ -68,6 +68,9 @@ def main() -> None:
         tr = T.language_class_set(trc, S["train_sentences"], featurizer=f,
                                   title=f"{len(trc)} meta-training languages").featurised()
         te = te.featurised()
+        f_sqrt = T.NGramFeaturizer(1, 3, S["buckets"], "l2", sqrt=True)
+        te_sqrt = T.language_class_set(tec, S["test_sentences"], featurizer=f_sqrt,
+                                       title=f"{len(tec)} held-out languages").featurised()
         tag = "rand" if split == "all scripts" else "hard"
         models = {"raw n-grams (no learning)": None}
         for kind, size, lr in (("weights", 1, 1e-2), ("linear", 64, 1e-2), ("mlp", 256, 1e-3)):
@@ -80,6 +83,8 @@ def main() -> None:
             for name, enc in models.items():
                 res[(name, k)] = mean_ci95(text.protonet_accuracies(enc, te, 5, k, 15, S["episodes"], seed=1))
             res[("MAML, linear head (3 steps)", k)] = evaluate(maml.classify, te, 5, k, 15, S["episodes"], seed=1)
+            res[("raw n-grams, square-rooted counts (no learning)", k)] = mean_ci95(
+                text.protonet_accuracies(None, te_sqrt, 5, k, 15, S["episodes"], seed=1))
         out["table"][split] = {f"{n} | {k}-shot": as_dict(a) for (n, k), a in res.items()}
         out["baseline"][split] = {k: as_dict(res[("raw n-grams (no learning)", k)]) for k in (1, 5)}
         for name in dict.fromkeys(n for n, _ in res):

@@ -147,6 +147,7 @@ class NGramFeaturizer:
     n_max: int = 3
     n_buckets: int = 4096
     norm: str | None = "l2"
+    sqrt: bool = False          # square-root the counts before scaling (Hellinger): no parameters
 
     def __post_init__(self) -> None:
         _check_int("n_min", self.n_min, 1)
@@ -168,6 +169,8 @@ class NGramFeaturizer:
 
     def __call__(self, sentences: Sequence[str]) -> Tensor:
         x = self.counts(sentences)
+        if self.sqrt:
+            x = x.sqrt()
         if self.norm == "l2":
             return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
         if self.norm == "l1":

@@ -50,7 +50,7 @@ def test_norms():
 
 
 def test_featurizer_repr_names_its_settings():
-    assert repr(T.NGramFeaturizer(2, 4, 512, "l1")) == "NGramFeaturizer(n_min=2, n_max=4, n_buckets=512, norm='l1')"
+    assert repr(T.NGramFeaturizer(2, 4, 512, "l1")) == "NGramFeaturizer(n_min=2, n_max=4, n_buckets=512, norm='l1', sqrt=False)"
 
 
 _CHILD = ("import json, torch; from course_utils import text_data as T; "
@@ -171,3 +171,13 @@ def test_benchmark_quick_runs(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     data = json.loads((tmp_path / "text_fewshot.json").read_text())
     assert data["baseline"] and (tmp_path / "text_fewshot.md").exists()
+
+
+def test_square_rooted_counts_by_hand():
+    # "aa": " aa " has unigrams ' ' x2, 'a' x2; bigrams ' a', 'aa', 'a '; trigrams ' aa', 'aa '. With enough
+    # buckets and no collision the square-rooted profile is sqrt(2), sqrt(2), then five ones, scaled to unit length.
+    f = T.NGramFeaturizer(1, 3, 1 << 16, None, sqrt=True)
+    x = f(["aa"])[0]
+    assert sorted(x[x > 0].tolist(), reverse=True) == pytest.approx([2 ** 0.5] * 2 + [1.0] * 5)
+    y = T.NGramFeaturizer(1, 3, 1 << 16, "l2", sqrt=True)(["aa"])[0]
+    assert torch.allclose(y, x / x.norm()) and "sqrt=True" in repr(T.NGramFeaturizer(sqrt=True))
