@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> str:
     clean, _ = speech.train_speaker_encoder(train, bank, steps=steps, noise=False)
     noisy, _ = speech.train_speaker_encoder(train, bank, steps=steps, noise=True)
     kws, _ = speech.train_keyword_encoder(train[:, :n_train_words], steps=steps, n_way=min(8, n_train_words))
+    kws_noisy, _ = speech.train_keyword_encoder(train[:, :n_train_words], steps=steps, n_way=min(8, n_train_words),
+                                                noise=True, bank=bank)
     t_train = time.time() - t0
     models = {"mean+std log-mel": speech.mean_std_embedding,
               "ProtoNet (clean)": lambda f: speech.embed_all(clean, f),
@@ -72,7 +74,8 @@ def main(argv: list[str] | None = None) -> str:
             ("clean" if math.isinf(s) else f"{kind} {s:g} dB"): {m: [acc.mean, acc.ci95] for m, acc in row.items()}
             for (kind, s), row in sweep.items()}
     kw_models = {"mean+std log-mel": speech.mean_std_embedding, "log-mel, time-aligned": lambda f: f.flatten(2),
-                 "ProtoNet keywords (clean)": lambda f: speech.embed_all(kws, f)}
+                 "ProtoNet keywords (clean)": lambda f: speech.embed_all(kws, f),
+                 "ProtoNet keywords (noise-aug.)": lambda f: speech.embed_all(kws_noisy, f)}
     kconds = [("white", math.inf), ("white", 10.0), ("babble", 10.0)]
     ksweep = speech.snr_sweep(kw_models, test[:, n_train_words:], bank, kconds, 5, 1, 3, episodes,
                               episode_fn=speech.keyword_episode)
