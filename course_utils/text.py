@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from .episodes import ClassSet, Episode, EpisodeSampler
 from .episodic import embed_class_set, train_or_load
-from .evaluation import episode_accuracies
+from .evaluation import Z95, episode_accuracies
 from .maml import MAML
 from .protonet import ProtoNet, classify_embedded, protonet_loss
 from .training import History, load_or_train, train_loop
@@ -45,7 +45,6 @@ __all__ = ["BucketWeights", "LinearEncoder", "MLPEncoder", "ENCODERS", "make_enc
            "ngram_dropout_loss"]
 
 
-Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal
 SCALE = 4.0  # embeddings have norm SCALE: squared distances in [0, 4 SCALE^2], a softmax temperature
 
 

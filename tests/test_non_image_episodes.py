@@ -5,7 +5,6 @@ letters, so a class is recognisable from a few of its strings. ProtoNet and MAML
 same code that trains on images.
 """
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from course_utils import episodes as E

@@ -45,13 +45,13 @@ import torch
 from torch import Tensor
 
 from ..checks import Mistake, describe, run_check
+from ..evaluation import Z95
 
 __all__ = ["EXERCISES", "ngram_counts", "language_episode", "generalisation_gap",
            "reference_ngram_counts", "reference_language_episode", "reference_generalisation_gap",
            "COUNT_MISTAKES", "EPISODE_MISTAKES", "GAP_MISTAKES"]
 
 EXERCISES = ["9.1", "9.2", "9.3"]
-Z95 = 1.959963984540054
 
 
 # ----------------------------------------------------------------------------- references

@@ -46,7 +46,6 @@ from torch import Tensor
 
 from .. import audio, speech
 from ..checks import Mistake, _close, describe, expect, expect_close, run_check
-from ..episodes import Episode
 
 __all__ = ["EXERCISES", "log_mel", "mix_at_snr", "speaker_episode", "reference_log_mel",
            "reference_mix_at_snr", "reference_speaker_episode", "log_mel_variant", "mix_variant"]
